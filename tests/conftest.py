@@ -1,0 +1,39 @@
+"""Shared test fixtures.
+
+The real VGG16 ImageNet weights come from ``PLANAR3D_VGG16_WEIGHTS`` (``.ci/run`` points it
+at ``../shared/weights/...notop.h5``). Tests that need them skip on a developer machine
+without the file, but fail under ``CI=true``: CI must never pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+_DEFAULT_WEIGHTS = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared" / "weights" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+)
+
+
+@pytest.fixture(scope="session")
+def vgg16_weights_path() -> Path:
+    """Path of the real VGG16 notop ImageNet weights file."""
+    path = Path(os.environ.get("PLANAR3D_VGG16_WEIGHTS", _DEFAULT_WEIGHTS))
+    if not path.is_file():
+        message = f"VGG16 ImageNet weights not found at {path}; set PLANAR3D_VGG16_WEIGHTS"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
