@@ -1,0 +1,98 @@
+"""Custom Keras layers of planar3d, registered for ``.keras`` saving with ``safe_mode=True``."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+__all__ = ["PlanarConv3D"]
+
+
+@keras.saving.register_keras_serializable(package="planar3d")
+class PlanarConv3D(keras.layers.Layer):
+    """A 3D convolution whose kernel is flat (size 1) along one spatial axis.
+
+    It computes exactly ``Conv3D`` with a ``(1, k, k)`` kernel (for ``axis=0``), but as a 2D
+    convolution over every plane: the planes are folded into the batch, which is the
+    cheapest way to do that work (no 3D convolution machinery for a kernel that has no
+    depth). The kernel is stored as a Conv3D kernel, ``(1, k, k, Cin, filters)`` for
+    ``axis=0``, ``(k, 1, k, ...)`` for ``axis=1``, ``(k, k, 1, ...)`` for ``axis=2``.
+    Padding is ``"same"`` and the stride 1, as in VGG16.
+
+    Args:
+        filters: number of output channels.
+        kernel_size: in-plane kernel size ``k``.
+        axis: spatial axis along which the kernel is flat: 0 = slices, 1 = rows, 2 = cols.
+        activation: Keras activation applied after the bias.
+        use_bias: add a bias per output channel.
+        kernel_initializer, bias_initializer: Keras initialisers.
+
+    Input shape: `(batch, slices, rows, cols, Cin)`. Output shape: `(batch, slices, rows,
+    cols, filters)`.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        axis: int = 0,
+        activation=None,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2. Received: axis={axis}")
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.axis = int(axis)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.input_spec = keras.layers.InputSpec(ndim=5)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        spatial = [self.kernel_size] * 2
+        spatial.insert(self.axis, 1)
+        self.kernel = self.add_weight(
+            name="kernel", shape=(*spatial, channels, self.filters), initializer=self.kernel_initializer
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+            if self.use_bias else None
+        )
+
+    def call(self, inputs):
+        kernel_2d = ops.squeeze(self.kernel, axis=self.axis)
+        # Move the flat axis next to the batch axis and fold it into the batch.
+        perm = [0, 1 + self.axis] + [1 + a for a in range(3) if a != self.axis] + [4]
+        moved = inputs if self.axis == 0 else ops.transpose(inputs, perm)
+        shape = ops.shape(moved)
+        planes = ops.reshape(moved, (-1, shape[2], shape[3], shape[4]))
+        outputs = ops.conv(planes, kernel_2d, strides=1, padding="same", data_format="channels_last")
+        if self.use_bias:
+            outputs = outputs + self.bias
+        outputs = ops.reshape(outputs, (shape[0], shape[1], shape[2], shape[3], self.filters))
+        if self.axis != 0:
+            outputs = ops.transpose(outputs, [perm.index(i) for i in range(5)])
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            axis=self.axis,
+            activation=keras.activations.serialize(self.activation),
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+        )
+        return config
