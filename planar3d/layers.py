@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 __all__ = ["PlanarConv3D"]
@@ -73,9 +74,9 @@ class PlanarConv3D(keras.layers.Layer):
         moved = inputs if self.axis == 0 else ops.transpose(inputs, perm)
         shape = ops.shape(moved)
         planes = ops.reshape(moved, (-1, shape[2], shape[3], shape[4]))
-        outputs = ops.conv(planes, kernel_2d, strides=1, padding="same", data_format="channels_last")
+        outputs = tf.nn.conv2d(planes, kernel_2d, strides=1, padding="SAME")
         if self.use_bias:
-            outputs = outputs + self.bias
+            outputs = tf.nn.bias_add(outputs, self.bias)
         outputs = ops.reshape(outputs, (shape[0], shape[1], shape[2], shape[3], self.filters))
         if self.axis != 0:
             outputs = ops.transpose(outputs, [perm.index(i) for i in range(5)])

@@ -1,0 +1,38 @@
+"""Helpers shared by the benchmark scripts: interleaved timing and machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from typing import Callable
+
+
+def machine() -> str:
+    """One line describing this machine and the software stack."""
+    import tensorflow as tf
+
+    return (f"{platform.node()} | {os.cpu_count()} CPU | {platform.processor() or platform.machine()} | "
+            f"Python {platform.python_version()} | TensorFlow {tf.__version__} | "
+            f"GPU: {len(tf.config.list_physical_devices('GPU'))}")
+
+
+def interleaved_medians(functions: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall time (s) of each function, runs interleaved so machine drift hits all alike."""
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, in GB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
