@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from planar3d.errors import Planar3DError
 from planar3d.lesions import as_mask, bounding_box, label_lesions, min_lesion_voxels, voxel_spacing
@@ -180,11 +181,12 @@ def _contour(mask: np.ndarray) -> np.ndarray:
 def surface_distances(reference: Any, prediction: Any, spacing: Sequence[float]) -> dict:
     """Distances in mm between the contours of two masks, and Anima's Hausdorff distance.
 
-    The contour of a mask is its voxels with a face neighbour outside the mask. Each contour
-    voxel of one mask gets the distance from its centre to the nearest contour voxel centre
-    of the other (Euclidean, in mm, via ``scipy.ndimage.distance_transform_edt`` with
-    ``sampling=spacing``), computed inside the joint bounding box of both masks (exact: every
-    contour voxel lies in it).
+    The contour of a mask is its voxels with a face neighbour outside the mask (voxels on the
+    image border included). Each contour voxel of one mask gets the Euclidean distance in mm
+    from its centre to the nearest contour voxel centre of the other, found with a k-d tree
+    (``scipy.spatial.cKDTree``) over voxel centres scaled by ``spacing``: the same values as
+    ``scipy.ndimage.distance_transform_edt(~contour, sampling=spacing)``, at a cost that
+    grows with the number of lesion voxels instead of the image size.
 
     Args:
         reference, prediction: `(slices, rows, cols)` binary masks.
@@ -218,20 +220,21 @@ def surface_distances(reference: Any, prediction: Any, spacing: Sequence[float])
 
     box = bounding_box(reference, prediction)
     reference, prediction = reference[box], prediction[box]
-    reference_contour = _contour(reference)
-    prediction_contour = _contour(prediction)
-    to_reference = ndimage.distance_transform_edt(~reference_contour, sampling=spacing)
-    to_prediction = ndimage.distance_transform_edt(~prediction_contour, sampling=spacing)
+    reference_contour = np.argwhere(_contour(reference)) * spacing  # (n, 3) mm
+    prediction_contour = np.argwhere(_contour(prediction)) * spacing
+    reference_tree = cKDTree(reference_contour)
+    prediction_tree = cKDTree(prediction_contour)
 
     # contour to contour
-    reference_to_prediction = to_prediction[reference_contour]
-    prediction_to_reference = to_reference[prediction_contour]
-    # mask voxel to mask (0 inside the other mask)
-    outside_prediction = reference & ~prediction
-    outside_reference = prediction & ~reference
+    reference_to_prediction = prediction_tree.query(reference_contour)[0]
+    prediction_to_reference = reference_tree.query(prediction_contour)[0]
+    # mask voxel to mask: 0 inside the other mask; outside it, the nearest voxel of the other
+    # mask is on its contour (a step towards the point from an inner voxel gets closer)
+    outside_prediction = np.argwhere(reference & ~prediction) * spacing
+    outside_reference = np.argwhere(prediction & ~reference) * spacing
     hausdorff = max(
-        float(to_prediction[outside_prediction].max()) if outside_prediction.any() else 0.0,
-        float(to_reference[outside_reference].max()) if outside_reference.any() else 0.0,
+        float(prediction_tree.query(outside_prediction)[0].max()) if len(outside_prediction) else 0.0,
+        float(reference_tree.query(outside_reference)[0].max()) if len(outside_reference) else 0.0,
     )
     pooled = np.concatenate([reference_to_prediction, prediction_to_reference])
     return {
@@ -262,11 +265,13 @@ def _overlap_table(reference_labels: np.ndarray, n_reference: int, prediction_la
     """Voxel counts ``table[i, j]`` of reference lesion ``i`` meeting predicted lesion ``j``.
 
     Row 0 and column 0 are background (voxels of no kept lesion). Shape
-    `(n_reference + 1, n_prediction + 1)`, int64; ``table[0, 0]`` only counts voxels of the
-    arrays passed in.
+    `(n_reference + 1, n_prediction + 1)`, int64; ``table[0, 0]`` counts the remaining voxels
+    of the arrays passed in.
     """
-    pairs = reference_labels.astype(np.int64).reshape(-1) * (n_prediction + 1) + prediction_labels.reshape(-1)
+    in_a_lesion = (reference_labels > 0) | (prediction_labels > 0)
+    pairs = reference_labels[in_a_lesion].astype(np.int64) * (n_prediction + 1) + prediction_labels[in_a_lesion]
     counts = np.bincount(pairs, minlength=(n_reference + 1) * (n_prediction + 1))
+    counts[0] += reference_labels.size - pairs.size
     return counts.reshape(n_reference + 1, n_prediction + 1)
 
 
@@ -275,7 +280,8 @@ def _detected(table: np.ndarray, alpha: float, beta: float, gamma: float) -> np.
 
     Anima's rule (``getTruePositiveLesions`` and ``falsePositiveRatioTester``): lesion ``i``
     is detected when more than ``alpha`` of its voxels lie in B's lesions and, visiting the
-    B lesions overlapping it by decreasing overlap (ties in column order) until their
+    B lesions overlapping it by decreasing overlap (ties in column order, i.e. larger lesion
+    first, as after ITK's RelabelComponentImageFilter) until their
     overlaps reach ``gamma`` of that covered part, none of them has more than ``beta`` of
     its own voxels outside A's lesions (``table[0, j] / table[:, j].sum()``).
 

@@ -404,3 +404,55 @@ def test_summarise_rejects_bad_rows():
         summarise([{"centre": "overall", "dice": 0.5}], keys=("dice",))
     with pytest.raises(Planar3DError, match=r"metric 'dice' must be numeric"):
         summarise([{"centre": 1, "dice": "n/a"}], keys=("dice",))
+
+
+def _anima_true_positive_lesions(table: np.ndarray, alpha: float, beta: float, gamma: float) -> int:
+    """Literal transcription of Anima's getTruePositiveLesions / falsePositiveRatioTester loops."""
+    row_sums = table[:, 1:].sum(axis=1)
+    column_sums = table.sum(axis=0)
+    detected = 0
+    for i in range(1, table.shape[0]):
+        if row_sums[i] / (row_sums[i] + table[i, 0]) > alpha:
+            order = sorted(range(1, table.shape[1]), key=lambda column: -table[i, column])
+            share, k, leaked = 0.0, 0, False
+            while share < gamma and k < len(order) and not leaked:
+                column = order[k]
+                leaked = table[0, column] / column_sums[column] > beta
+                if not leaked:
+                    share += table[i, column] / row_sums[i]
+                k += 1
+            detected += not leaked
+    return detected
+
+
+def test_lesion_detection_matches_a_literal_transcription_of_anima(rng):
+    from scipy import ndimage
+
+    from planar3d.lesions import label_lesions
+
+    faces = ndimage.generate_binary_structure(3, 1)
+    for _ in range(40):
+        reference = ndimage.binary_dilation(rng.random((16, 16, 16)) < 0.01, faces, iterations=int(rng.integers(1, 3)))
+        prediction = ndimage.binary_dilation(rng.random((16, 16, 16)) < 0.01, faces, iterations=int(rng.integers(1, 3)))
+        prediction |= reference & (rng.random((16, 16, 16)) < 0.5)
+        reference_labels, n_reference = label_lesions(reference, min_voxels=4)
+        prediction_labels, n_prediction = label_lesions(prediction, min_voxels=4)
+        table = np.zeros((n_reference + 1, n_prediction + 1), dtype=np.int64)
+        np.add.at(table, (reference_labels.reshape(-1), prediction_labels.reshape(-1)), 1)
+        result = lesion_detection(reference, prediction, (1, 1, 1))
+        assert (result["n_reference_lesions"], result["n_predicted_lesions"]) == (n_reference, n_prediction)
+        if n_reference and n_prediction:
+            assert result["lesion_sensitivity"] == _anima_true_positive_lesions(table, 0.1, 0.7, 0.65) / n_reference
+            assert result["lesion_ppv"] == _anima_true_positive_lesions(table.T, 0.1, 0.7, 0.65) / n_prediction
+
+
+def test_alpha_and_beta_are_strict_inequalities():
+    reference = _reference_box()
+    prediction = _empty()
+    prediction[4:8, 4:9, 4:9] = _prefix_block(10)  # exactly 10 % covered: not more than alpha
+    assert lesion_detection(reference, prediction, (1, 1, 1))["lesion_sensitivity"] == 0.0
+    prediction = _empty()
+    prediction[4:8, 4:9, 4:9] = True
+    reference = _empty()
+    reference[4:8, 4:9, 4:9] = _prefix_block(30)  # prediction exactly 70 % outside: not more than beta
+    assert lesion_detection(reference, prediction, (1, 1, 1))["lesion_sensitivity"] == 1.0
