@@ -18,6 +18,7 @@ message starts with the file's path.
 from __future__ import annotations
 
 import csv
+import gzip
 import os
 import zlib
 from dataclasses import dataclass
@@ -89,12 +90,7 @@ def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
         raise InputFileError(path, "file not found")
     if not path.is_file():
         raise InputFileError(path, "not a file")
-    try:
-        img = nib.load(path)
-    except Exception as error:  # nibabel raises many types for a foreign file
-        raise InputFileError(path, f"not a NIfTI image ({_one_line(error)})") from error
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputFileError(path, f"not a NIfTI image (read as {type(img).__name__})")
+    img = _read_image(path)
     shape = img.shape
     if len(shape) > 3 and all(n == 1 for n in shape[3:]):
         img = img.slicer[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
@@ -328,6 +324,30 @@ def read_dataset_table(path: str | os.PathLike, require_masks: bool = False) -> 
             raise InputFileError(path, f"line {line}: subject {subject!r} has no mask")
         records[subject] = Record(subject, centre, flair_path, mask_path)
     return [records[key] for key in sorted(records)]
+
+
+def _read_image(path: Path) -> nib.Nifti1Image:
+    """Parse a NIfTI file; a ``.gz`` file is decompressed whole so that its CRC is checked."""
+    if path.name.lower().endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as handle:
+                raw = handle.read()
+        except gzip.BadGzipFile as error:
+            problem = "not a NIfTI image" if "not a gzipped file" in str(error).lower() else "truncated or corrupt voxel data"
+            raise InputFileError(path, f"{problem} ({_one_line(error)})") from error
+        except (EOFError, zlib.error, OSError) as error:
+            raise InputFileError(path, f"truncated or corrupt voxel data ({_one_line(error)})") from error
+        image_class = nib.Nifti2Image if raw[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c") else nib.Nifti1Image
+        parse = lambda: image_class.from_bytes(raw)  # noqa: E731
+    else:
+        parse = lambda: nib.load(path)  # noqa: E731
+    try:
+        img = parse()
+    except Exception as error:  # nibabel raises many types for a foreign file
+        raise InputFileError(path, f"not a NIfTI image ({_one_line(error)})") from error
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputFileError(path, f"not a NIfTI image (read as {type(img).__name__})")
+    return img
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from planar3d.errors import Planar3DError
 
-__all__ = ["preprocess", "to_native", "SAGITTAL_AXCODES", "PREPROCESS_VERSION", "SIZE_MULTIPLE"]
+__all__ = ["preprocess", "to_native", "check_size", "SAGITTAL_AXCODES", "PREPROCESS_VERSION", "SIZE_MULTIPLE"]
 
 #: Voxel axis directions after reorientation: axis 0 toward Right (sagittal slices),
 #: axis 1 toward Inferior (image rows top to bottom), axis 2 toward Posterior
@@ -64,7 +64,7 @@ def preprocess(
     Raises:
         Planar3DError: ``size`` is not a positive multiple of 16, or the scan is not 3D.
     """
-    size = _check_size(size)
+    size = check_size(size)
     if len(flair_img.shape) != 3:
         raise Planar3DError(f"scan must be 3D. Received: shape={tuple(flair_img.shape)}")
     native_shape = tuple(int(n) for n in flair_img.shape)
@@ -165,7 +165,8 @@ def _native_ornt(meta: dict) -> np.ndarray:
     return io_orientation(np.asarray(meta["native_affine"], dtype=float))
 
 
-def _check_size(size: int) -> int:
+def check_size(size: int) -> int:
+    """Return ``size`` as an int if it is a positive multiple of 16, else raise Planar3DError."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0 or size % SIZE_MULTIPLE:
         raise Planar3DError(f"size must be a positive multiple of {SIZE_MULTIPLE}. Received: size={size!r}")
     return int(size)

@@ -1,0 +1,243 @@
+"""Preprocessed-volume cache and the paper's cross-validation split.
+
+Preprocessing a raw scan to 256^3 takes seconds to minutes, so it happens once: each
+case is stored under ``<cache_dir>/<key>/`` as ``volume.npy`` (float32), ``mask.npy``
+(float32, when the case has a mask) and ``meta.json``, and later loads memory-map the
+arrays. The key is a SHA-256 of the scan's and mask's file contents and of every
+preprocessing parameter (size, robust scaling, target orientation, preprocessing
+version), so a changed file or parameter is a cache miss. An entry is written into a
+temporary folder and renamed into place when complete, so a killed process never leaves
+an entry that is read as valid; an entry whose files are unreadable is rebuilt.
+
+The default cache folder is ``$PLANAR3D_HOME/cache`` (else ``~/.cache/planar3d/cache``):
+keys depend on content only, so one cache serves every dataset and run, including
+read-only data folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from planar3d.errors import Planar3DError
+from planar3d.io import Record, load_mask, load_scan
+from planar3d.preprocess import PREPROCESS_VERSION, SAGITTAL_AXCODES, check_size, preprocess
+
+__all__ = ["CachedCase", "load_cases", "load_case", "cache_key", "default_cache_dir", "cv_split", "n_folds"]
+
+_VOLUME_NAME = "volume.npy"
+_MASK_NAME = "mask.npy"
+_META_NAME = "meta.json"
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CachedCase:
+    """One preprocessed patient, memory-mapped from the cache.
+
+    Attributes:
+        patient_id: the record's patient id.
+        centre: the record's centre.
+        volume: read-only float32 memmap ``(slices, rows, cols)`` = ``(size, size, size)``
+            in ``[-1, 1]``, slices sagittal.
+        mask: read-only float32 memmap of the same shape in ``{0, 1}``, or None.
+        meta: JSON-serialisable preprocessing facts for
+            :func:`planar3d.preprocess.to_native`.
+        record: where the case came from.
+    """
+
+    patient_id: str
+    centre: str
+    volume: np.ndarray
+    mask: np.ndarray | None
+    meta: dict
+    record: Record
+
+
+def default_cache_dir() -> Path:
+    """``$PLANAR3D_HOME/cache`` if set, else ``~/.cache/planar3d/cache``."""
+    home = os.environ.get("PLANAR3D_HOME")
+    base = Path(home).expanduser() if home else Path.home() / ".cache" / "planar3d"
+    return base / "cache"
+
+
+def cache_key(record: Record, size: int = 256, robust: bool = False) -> str:
+    """Hex SHA-256 of the record's file contents and the preprocessing parameters."""
+    digest = hashlib.sha256()
+    parameters = {
+        "version": PREPROCESS_VERSION,
+        "size": int(size),
+        "robust": bool(robust),
+        "axcodes": list(SAGITTAL_AXCODES),
+    }
+    digest.update(json.dumps(parameters, sort_keys=True).encode())
+    for path in (record.flair, record.mask):
+        digest.update(b"\0mask\0" if path is record.mask else b"\0scan\0")
+        if path is not None:
+            digest.update(_file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def load_cases(
+    records: list[Record],
+    size: int = 256,
+    cache_dir: str | os.PathLike | None = None,
+    robust: bool = False,
+    progress: bool = True,
+) -> list[CachedCase]:
+    """Preprocess (on a cache miss) and memory-map (always) every record.
+
+    Args:
+        records: from :func:`planar3d.io.find_dataset`.
+        size: edge of the preprocessed cube, a positive multiple of 16 (paper: 256).
+        cache_dir: cache folder; default :func:`default_cache_dir`.
+        robust: percentile intensity scaling instead of plain min-max (paper: False).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        One :class:`CachedCase` per record, in the records' order.
+
+    Raises:
+        Planar3DError: bad ``size``, duplicate patient ids.
+        InputFileError: a bad scan or mask file (see :mod:`planar3d.io`).
+    """
+    size = check_size(size)
+    ids = [record.patient_id for record in records]
+    duplicates = sorted({pid for pid in ids if ids.count(pid) > 1})
+    if duplicates:
+        raise Planar3DError(f"patient ids must be unique. Received duplicates: {duplicates}")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    iterator = records
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(records, desc=f"preprocess {size}^3", unit="scan")
+    return [load_case(record, size, cache_dir, robust) for record in iterator]
+
+
+def load_case(record: Record, size: int, cache_dir: str | os.PathLike, robust: bool = False) -> CachedCase:
+    """Load one record through the cache (see :func:`load_cases`)."""
+    readable_id = re.sub(r"[^A-Za-z0-9_-]", "_", record.patient_id)[:40]
+    entry = Path(cache_dir) / f"{readable_id}-{cache_key(record, size, robust)[:32]}"
+    case = _read_entry(entry, record, size)
+    if case is None:
+        _write_entry(entry, record, size, robust)
+        case = _read_entry(entry, record, size)
+        if case is None:
+            raise Planar3DError(f"{entry}: cache entry unreadable right after writing it")
+    return case
+
+
+def _read_entry(entry: Path, record: Record, size: int) -> CachedCase | None:
+    """The cached case, or None when the entry is missing or damaged (it is then removed)."""
+    if not entry.is_dir():
+        return None
+    try:
+        meta = json.loads((entry / _META_NAME).read_text(encoding="utf-8"))
+        volume = np.load(entry / _VOLUME_NAME, mmap_mode="r")
+        mask = np.load(entry / _MASK_NAME, mmap_mode="r") if record.mask is not None else None
+        arrays = [volume] if mask is None else [volume, mask]
+        if any(array.shape != (size,) * 3 or array.dtype != np.float32 for array in arrays):
+            raise ValueError("wrong shape or dtype")
+    except (OSError, ValueError):
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    return CachedCase(record.patient_id, record.centre, volume, mask, meta, record)
+
+
+def _write_entry(entry: Path, record: Record, size: int, robust: bool) -> None:
+    scan_img = load_scan(record.flair)
+    mask_img = load_mask(record.mask, scan_img) if record.mask is not None else None
+    volume, mask, meta = preprocess(scan_img, mask_img, size=size, robust=robust)
+    meta = {**meta, "patient_id": record.patient_id, "flair": str(record.flair), "mask": _str_or_none(record.mask)}
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
+    try:
+        np.save(tmp / _VOLUME_NAME, volume.astype(np.float32))
+        if mask is not None:
+            np.save(tmp / _MASK_NAME, mask.astype(np.float32))
+        (tmp / _META_NAME).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            if not entry.is_dir():  # another process may have written the same entry
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _str_or_none(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def n_folds(patient_ids: list[str]) -> int:
+    """Number of cross-validation folds: the smallest number of patients in a centre."""
+    centres = _group_by_centre(patient_ids)
+    return min(len(ids) for ids in centres.values())
+
+
+def cv_split(patient_ids: list[str], fold: int) -> tuple[list[str], list[str], list[str]]:
+    """The paper's cross-validation split for one fold.
+
+    Ids are grouped by centre (their first two characters) and sorted alphabetically
+    within a centre; fold ``k`` tests the ``k``-th patient of every centre. Of the
+    remaining ids, sorted alphabetically, the last validates and the rest train. There
+    are :func:`n_folds` folds: the smallest centre's patient count (with unequal centres
+    the extra patients of larger centres are never tested; they always train or validate).
+
+    Args:
+        patient_ids: MSSEG-style ids, e.g. ``["01016SACH", "07001MOEL", ...]``.
+        fold: index in ``0 .. n_folds - 1``.
+
+    Returns:
+        ``(train_ids, val_ids, test_ids)``, each sorted; ``val_ids`` has one id and
+        ``test_ids`` one per centre.
+
+    Raises:
+        Planar3DError: duplicate ids, ``fold`` out of range, or fewer than two ids left
+            for training and validation.
+    """
+    centres = _group_by_centre(patient_ids)
+    folds = min(len(ids) for ids in centres.values())
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < folds:
+        raise Planar3DError(f"fold must be in 0..{folds - 1}. Received: fold={fold!r}")
+    test_ids = sorted(ids[fold] for ids in centres.values())
+    remaining = sorted(set(patient_ids) - set(test_ids))
+    if len(remaining) < 2:
+        raise Planar3DError(
+            "too few patients: after one test patient per centre at least 2 must remain for training "
+            f"and validation. Received: {len(patient_ids)} patients in {len(centres)} centres"
+        )
+    return remaining[:-1], remaining[-1:], test_ids
+
+
+def _group_by_centre(patient_ids: list[str]) -> dict[str, list[str]]:
+    ids = [str(pid) for pid in patient_ids]
+    if not ids:
+        raise Planar3DError("patient_ids must not be empty. Received: patient_ids=[]")
+    duplicates = sorted({pid for pid in ids if ids.count(pid) > 1})
+    if duplicates:
+        raise Planar3DError(f"patient ids must be unique. Received duplicates: {duplicates}")
+    short = [pid for pid in ids if len(pid) < 3]
+    if short:
+        raise Planar3DError(f"patient ids must start with a 2-character centre. Received: {short}")
+    centres: dict[str, list[str]] = {}
+    for pid in sorted(ids):
+        centres.setdefault(pid[:2], []).append(pid)
+    return centres
