@@ -224,14 +224,42 @@ def recompose(
 
     # blend: middle + sum_k w_k (window_k - middle) / sum_k w_k
     if not flat.dtype.is_floating:
-        flat, middle = tf.cast(flat, tf.float32), tf.cast(middle, tf.float32)
+        windows, middle = tf.cast(windows, tf.float32), tf.cast(middle, tf.float32)
+    return middle + _blend_correction(windows, middle, starts, size, stride, mode)
+
+
+def _blend_correction(
+    windows: tf.Tensor, middle: tf.Tensor, starts: np.ndarray, size: int, stride: int, mode: str
+) -> tf.Tensor:
+    """Weighted mean over covering windows of ``window - middle``, `(depth, rows, cols, channels)`.
+
+    Overlap-add in chunks of ``stride`` slices: window slices are padded to ``chunks * stride``
+    (zero weight), chunk ``q`` of window ``k`` lands on output chunk ``k + q``; each chunk
+    position is one subtraction, product and shifted sum over all windows (no scatter).
+    """
+    n, depth, inner = len(starts), int(middle.shape[0]), list(middle.shape[1:])
+    chunks = -(-size // stride)
+    span = chunks * stride
+    out_chunks = n + chunks - 1
+
+    # weights of each window slice, normalised so that the windows covering a slice sum to 1
     weights = _slice_weights(size, mode)
-    slice_of = (starts[:, None] + np.arange(size)[None, :]).reshape(-1)  # (n * size,)
-    total = np.bincount(slice_of, weights=np.tile(weights, len(starts)), minlength=depth)
-    normalised = (np.tile(weights, len(starts)) / total[slice_of]).astype(flat.dtype.as_numpy_dtype)
-    deviation = flat - tf.gather(middle, slice_of)
-    deviation *= tf.reshape(tf.constant(normalised), (-1, 1, 1, 1))
-    return middle + tf.math.unsorted_segment_sum(deviation, slice_of, num_segments=depth)
+    slice_of = starts[:, None] + np.arange(size)[None, :]  # (n, size)
+    total = np.bincount(slice_of.ravel(), weights=np.tile(weights, n), minlength=depth)
+    normalised = np.pad(weights[None, :] / total[slice_of], ((0, 0), (0, span - size)))
+    normalised = normalised.reshape(n, chunks, stride, 1, 1, 1).astype(windows.dtype.as_numpy_dtype)
+
+    no_pad = [[0, 0]] * len(inner)
+    windows = tf.pad(windows, [[0, 0], [0, span - size], *no_pad])
+    windows = tf.reshape(windows, [n, chunks, stride, *inner])
+    middle = tf.pad(middle, [[0, out_chunks * stride - depth], *no_pad])
+    middle = tf.reshape(middle, [out_chunks, stride, *inner])
+    correction = None
+    for q in range(chunks):
+        deviation = (windows[:, q] - middle[q : q + n]) * normalised[:, q]  # (n, stride, ...)
+        shifted = tf.pad(deviation, [[q, chunks - 1 - q], [0, 0], *no_pad])  # (out_chunks, stride, ...)
+        correction = shifted if correction is None else correction + shifted
+    return tf.reshape(correction, [out_chunks * stride, *inner])[:depth]
 
 
 # ----------------------------------------------------------------------------- training data
