@@ -5,9 +5,12 @@ no global figure registry, no GUI backend, no TensorFlow) and returns it. When `
 is given the figure is also written there atomically (temporary file + rename); the
 format follows the file suffix (``.png`` for the command-line tools).
 
-Volumes are ``(slices, rows, cols)`` arrays, axis 0 = sagittal slice axis, axis 1 =
-coronal, axis 2 = axial (the order produced by preprocessing). Masks are binary: values
-above 0.5 count as lesion.
+Volumes are ``(slices, rows, cols)`` arrays oriented as :mod:`planar3d.preprocess` leaves
+them (``SAGITTAL_AXCODES = ("R", "I", "P")``): axis 0 runs left to right (planes normal
+to it are sagittal), axis 1 superior to inferior (axial planes), axis 2 anterior to
+posterior (coronal planes). Sagittal planes are drawn as stored (superior up, nose left);
+axial planes with anterior up and coronal planes with superior up, both with the
+patient's left on the image left. Masks are binary: values above 0.5 count as lesion.
 """
 
 from __future__ import annotations
@@ -43,7 +46,11 @@ __all__ = [
     "plot_bar_chart",
 ]
 
-PLANE_NAMES = ("sagittal", "coronal", "axial")
+#: Name of the plane normal to each volume axis (axes R, I, P after preprocessing).
+PLANE_NAMES = ("sagittal", "axial", "coronal")
+#: (row axis, column axis) shown for the plane normal to each axis: axis 0 horizontal
+#: in axial and coronal planes.
+_DISPLAY_AXES = {0: (1, 2), 1: (2, 0), 2: (1, 0)}
 
 _REFERENCE_COLOUR = "#00d000"  # reference only: false negative
 _PREDICTION_COLOUR = "#ff2020"  # prediction only: false positive
@@ -273,13 +280,23 @@ def _largest_lesion_centre(mask: Any) -> tuple[int, int, int] | None:
     return tuple(int(index) for index in nearest)  # type: ignore[return-value]
 
 
-def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    return np.take(volume, index, axis=axis)
+def _display_axes(axis: int, stored: bool = False) -> tuple[int, int]:
+    """(row axis, column axis) of the plane normal to ``axis``; ``stored``: volume order."""
+    if stored:
+        return tuple(a for a in range(3) if a != axis)  # type: ignore[return-value]
+    return _DISPLAY_AXES[axis]
 
 
-def _plane_aspect(spacing: tuple[float, float, float], axis: int) -> float:
+def _plane(volume: np.ndarray, axis: int, index: int, stored: bool = False) -> np.ndarray:
+    """2D plane normal to ``axis`` at ``index``, `(row axis, column axis)` as displayed."""
+    plane = np.take(volume, index, axis=axis)
+    row_axis, col_axis = _display_axes(axis, stored)
+    return plane.T if row_axis > col_axis else plane
+
+
+def _plane_aspect(spacing: tuple[float, float, float], axis: int, stored: bool = False) -> float:
     """imshow aspect (row height / column width) of a plane normal to ``axis``."""
-    row_axis, col_axis = (a for a in range(3) if a != axis)
+    row_axis, col_axis = _display_axes(axis, stored)
     return spacing[row_axis] / spacing[col_axis]
 
 
@@ -360,10 +377,10 @@ def plot_overlay(
         spacing: voxel size along axes 0, 1, 2 (mm), so the planes keep their aspect.
         planes: ``"largest_lesion"`` (default: through the largest connected lesion of
             the prediction, else of the reference, else the centre), ``"centre"``, or
-            three indices ``(sagittal, coronal, axial)``.
+            three indices ``for axes 0, 1, 2 (sagittal, axial, coronal)``.
 
     Returns:
-        The figure: sagittal (axis 0), coronal (axis 1) and axial (axis 2) panels.
+        The figure: sagittal (axis 0), axial (axis 1) and coronal (axis 2) panels.
 
     Raises:
         Planar3DError: ``flair`` is not 3D, a mask has another shape, or ``spacing`` /
@@ -376,13 +393,13 @@ def plot_overlay(
     centre, reason = _resolve_planes(planes, flair.shape, prediction, reference)
     window = _robust_window(flair)
 
-    widths = [flair.shape[col] * spacing[col]
-              for col in (2, 2, 1)]  # displayed width of each plane (cols axis)
+    widths = [flair.shape[col] * spacing[col] / (flair.shape[row] * spacing[row])
+              for row, col in (_display_axes(axis) for axis in range(3))]  # equal heights
     figure = _new_figure(14, 5.4)
     all_axes = figure.subplots(1, 3, gridspec_kw={"width_ratios": widths})
     for axis, axes in enumerate(all_axes):
         index = centre[axis]
-        row_axis, col_axis = (a for a in range(3) if a != axis)
+        row_axis, col_axis = _display_axes(axis)
         _draw_slice(
             axes,
             _plane(flair, axis, index),
@@ -397,14 +414,14 @@ def plot_overlay(
     handles = [] if prediction is None and reference is None else _overlay_legend(prediction, reference)
     if handles:
         figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9,
-                      frameon=False)
+                      frameon=False, bbox_to_anchor=(0.5, 0.0))
     counts = []
     for mask, name in ((prediction, "prediction"), (reference, "reference")):
         if mask is not None:
             counts.append(f"{name} {int(mask.sum())} voxels")
     subtitle = f"planes through {reason}" + (f"; {', '.join(counts)}" if counts else "")
     figure.suptitle(f"{title}\n{subtitle}" if title else subtitle)
-    figure.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))
+    figure.tight_layout(rect=(0, 0.1 if handles else 0, 1, 1))
     return _finish(figure, path)
 
 
@@ -438,7 +455,7 @@ def plot_overlay_grid(
         prediction: optional binary mask (red), FLAIR shape.
         reference: optional binary mask (green), FLAIR shape; overlap is yellow.
         n_slices: number of slices (columns), 1-12.
-        axis: plane normal: 0 sagittal, 1 coronal, 2 axial.
+        axis: plane normal: 0 sagittal, 1 axial, 2 coronal.
         path: optional output image.
         title: optional figure title.
         spacing: voxel size along axes 0, 1, 2.
@@ -488,7 +505,7 @@ def plot_overlay_grid(
                       frameon=False)
     if title:
         figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.07 if handles else 0, 1, 1))
+    figure.tight_layout(rect=(0, 0.1 if handles else 0, 1, 1))
     return _finish(figure, path)
 
 
@@ -626,8 +643,8 @@ def plot_window_layout(
         size: slices per window.
         stride: step between window starts (``size - stride`` slices overlap).
         path: optional output image.
-        image: optional 2D `(rows, depth)` picture with the slice axis horizontal (e.g.
-            one axial slice of the volume), drawn above the bars with the kept ranges.
+        image: optional 2D `(rows, depth)` picture with the slice axis horizontal, e.g.
+            the axial plane ``volume[:, k, :].T``, drawn above the bars with the kept ranges.
         title: optional figure title.
 
     Returns:
@@ -642,7 +659,8 @@ def plot_window_layout(
         if int(value) != value or value < 1:
             raise Planar3DError(f"{name} must be a positive integer. Received: {name}={value}")
     if stride > size:
-        raise Planar3DError(f"stride must not exceed size {size} (windows would leave gaps). Received: stride={stride}")
+        raise Planar3DError(
+            f"stride must not exceed size {size} (windows would leave gaps). Received: stride={stride}")
     if size > depth:
         raise Planar3DError(f"size must not exceed depth {depth}. Received: size={size}")
     if image is not None:
@@ -683,7 +701,10 @@ def plot_window_layout(
     bar_axes.set_ylim(n_windows + 0.7, 0.3)
     bar_axes.set_xlabel("slice index (axis 0, sagittal)")
     bar_axes.set_ylabel("window")
-    bar_axes.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(n_windows, 16)))
+    if n_windows <= 16:
+        bar_axes.set_yticks(range(1, n_windows + 1))
+    else:
+        bar_axes.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=16))
     bar_axes.grid(axis="x", alpha=0.3)
     legend = [Patch(facecolor="tab:blue", alpha=0.25, label="window extent"),
               Patch(facecolor="tab:blue", alpha=0.9, label="slices kept (Eq. 1)")]
@@ -724,7 +745,7 @@ def plot_preprocessing(
 
     Returns:
         The figure: top row native (axes 0, 1, 2), bottom row preprocessed (sagittal,
-        coronal, axial); panel titles give shapes and grey-level ranges.
+        axial, coronal); panel titles give shapes and grey-level ranges.
 
     Raises:
         Planar3DError: an input is not 3D or a spacing is invalid.
@@ -742,8 +763,10 @@ def plot_preprocessing(
             f"{label} {shape}\nvalues {float(np.nanmin(volume)):.3g} .. {float(np.nanmax(volume)):.3g}")
         for axis in range(3):
             index = volume.shape[axis] // 2
-            grid[row, axis].imshow(_plane(volume, axis, index), cmap="gray", vmin=window[0],
-                                   vmax=window[1], aspect=_plane_aspect(spacing, axis),
+            stored = row == 0
+            grid[row, axis].imshow(_plane(volume, axis, index, stored), cmap="gray",
+                                   vmin=window[0], vmax=window[1],
+                                   aspect=_plane_aspect(spacing, axis, stored),
                                    interpolation="nearest")
             name = f"axis {axis}" if row == 0 else f"{PLANE_NAMES[axis]} (axis {axis})"
             grid[row, axis].set_title(f"{label}: {name} = {index}", fontsize=10)
@@ -783,7 +806,8 @@ def plot_blending(
     for name, profile in profiles.items():
         curve = np.asarray(profile, dtype=float)
         if curve.ndim != 1 or curve.size == 0:
-            raise Planar3DError(f"profile {name!r} must be a non-empty 1D array. Received: shape={curve.shape}")
+            raise Planar3DError(
+                f"profile {name!r} must be a non-empty 1D array. Received: shape={curve.shape}")
         curves[name] = curve
     figure = _new_figure(11, 1.2 + 1.9 * len(curves))
     all_axes = figure.subplots(len(curves), 1, sharex=True, squeeze=False)[:, 0]
@@ -827,7 +851,8 @@ def plot_bar_chart(
     """
     labels = [str(label) for label in labels]
     if not labels or not series:
-        raise Planar3DError(f"labels and series must be non-empty. Received: labels={labels}, series={dict(series)}")
+        raise Planar3DError(
+            f"labels and series must be non-empty. Received: labels={labels}, series={dict(series)}")
     values = {}
     for name, row in series.items():
         row = np.asarray(row, dtype=float)

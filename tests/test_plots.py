@@ -125,7 +125,7 @@ def test_overlay_cuts_through_largest_prediction_lesion(tmp_path, head):
     figure = plots.plot_overlay(head, prediction, reference, path=out, title="01016SACH",
                                 spacing=(1.0, 1.0, 1.5))
     assert_png_picture(out)
-    assert panel_titles(figure) == ["sagittal: axis 0 = 12", "coronal: axis 1 = 6", "axial: axis 2 = 14"]
+    assert panel_titles(figure) == ["sagittal: axis 0 = 12", "axial: axis 1 = 6", "coronal: axis 2 = 14"]
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
     assert legend == ["prediction and reference (TP)", "prediction only (FP)", "reference only (FN)"]
 
@@ -134,12 +134,27 @@ def test_overlay_falls_back_to_reference_then_centre(head):
     reference = np.zeros(head.shape, dtype=bool)
     reference[3:6, 20:23, 3:6] = True
     figure = plots.plot_overlay(head, np.zeros(head.shape), reference)
-    assert panel_titles(figure) == ["sagittal: axis 0 = 4", "coronal: axis 1 = 21", "axial: axis 2 = 4"]
+    assert panel_titles(figure) == ["sagittal: axis 0 = 4", "axial: axis 1 = 21", "coronal: axis 2 = 4"]
     figure = plots.plot_overlay(head)
-    assert panel_titles(figure) == ["sagittal: axis 0 = 12", "coronal: axis 1 = 14", "axial: axis 2 = 10"]
+    assert panel_titles(figure) == ["sagittal: axis 0 = 12", "axial: axis 1 = 14", "coronal: axis 2 = 10"]
     assert figure.legends == []
     figure = plots.plot_overlay(head, reference, planes=(1, 2, 3))
-    assert panel_titles(figure) == ["sagittal: axis 0 = 1", "coronal: axis 1 = 2", "axial: axis 2 = 3"]
+    assert panel_titles(figure) == ["sagittal: axis 0 = 1", "axial: axis 1 = 2", "coronal: axis 2 = 3"]
+
+
+def test_planes_are_named_and_turned_for_the_preprocessed_orientation():
+    from planar3d.preprocess import SAGITTAL_AXCODES
+
+    plane_of_axcode = {"R": "sagittal", "L": "sagittal", "S": "axial", "I": "axial",
+                       "A": "coronal", "P": "coronal"}
+    assert plots.PLANE_NAMES == tuple(plane_of_axcode[code] for code in SAGITTAL_AXCODES)
+    volume = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    np.testing.assert_array_equal(plots._plane(volume, 0, 1), volume[1])  # superior up, anterior left
+    np.testing.assert_array_equal(plots._plane(volume, 1, 2), volume[:, 2, :].T)  # anterior up, left left
+    np.testing.assert_array_equal(plots._plane(volume, 2, 3), volume[:, :, 3].T)  # superior up, left left
+    np.testing.assert_array_equal(plots._plane(volume, 2, 3, stored=True), volume[:, :, 3])
+    assert plots._plane_aspect((1.0, 2.0, 4.0), 1) == 4.0
+    assert plots._plane_aspect((1.0, 2.0, 4.0), 1, stored=True) == 0.25
 
 
 def test_overlay_colours_true_false_positives_and_negatives():
@@ -184,7 +199,7 @@ def test_overlay_grid_spreads_slices_over_lesions(tmp_path, head):
     assert_png_picture(out)
     assert [t for t in panel_titles(figure) if t] == ["sagittal 5", "sagittal 20"]
     figure = plots.plot_overlay_grid(head, n_slices=3, axis=2)
-    assert [t for t in panel_titles(figure) if t] == ["axial 4", "axial 10", "axial 15"]
+    assert [t for t in panel_titles(figure) if t] == ["coronal 4", "coronal 10", "coronal 15"]
     with pytest.raises(Planar3DError, match=r"axis must be 0, 1 or 2\. Received: axis=3"):
         plots.plot_overlay_grid(head, axis=3)
     with pytest.raises(Planar3DError, match=r"Received: n_slices=0"):
