@@ -6,7 +6,35 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-__all__ = ["PlanarConv3D"]
+from planar3d.mapping import acs_split
+
+__all__ = ["ACSConv3D", "PlanarConv3D"]
+
+
+def _conv_planes(inputs, kernel_2d, axis: int):
+    """``Conv3D`` ('same', stride 1, no bias) with a kernel flat along spatial ``axis``.
+
+    The planes perpendicular to ``axis`` are folded into the batch and convolved in 2D.
+
+    Args:
+        inputs: `(batch, slices, rows, cols, Cin)`.
+        kernel_2d: `(k, k, Cin, Cout)`, the 3D kernel with its size-1 axis removed.
+        axis: 0 = slices, 1 = rows, 2 = cols.
+
+    Returns:
+        `(batch, slices, rows, cols, Cout)`.
+    """
+    filters = kernel_2d.shape[-1]
+    # Move the flat axis next to the batch axis and fold it into the batch.
+    perm = [0, 1 + axis] + [1 + a for a in range(3) if a != axis] + [4]
+    moved = inputs if axis == 0 else ops.transpose(inputs, perm)
+    shape = ops.shape(moved)
+    planes = ops.reshape(moved, (-1, shape[2], shape[3], shape[4]))
+    outputs = tf.nn.conv2d(planes, kernel_2d, strides=1, padding="SAME")
+    outputs = ops.reshape(outputs, (shape[0], shape[1], shape[2], shape[3], filters))
+    if axis != 0:
+        outputs = ops.transpose(outputs, [perm.index(i) for i in range(5)])
+    return outputs
 
 
 @keras.saving.register_keras_serializable(package="planar3d")
@@ -69,17 +97,9 @@ class PlanarConv3D(keras.layers.Layer):
 
     def call(self, inputs):
         kernel_2d = ops.squeeze(self.kernel, axis=self.axis)
-        # Move the flat axis next to the batch axis and fold it into the batch.
-        perm = [0, 1 + self.axis] + [1 + a for a in range(3) if a != self.axis] + [4]
-        moved = inputs if self.axis == 0 else ops.transpose(inputs, perm)
-        shape = ops.shape(moved)
-        planes = ops.reshape(moved, (-1, shape[2], shape[3], shape[4]))
-        outputs = tf.nn.conv2d(planes, kernel_2d, strides=1, padding="SAME")
+        outputs = _conv_planes(inputs, kernel_2d, self.axis)
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, self.bias)
-        outputs = ops.reshape(outputs, (shape[0], shape[1], shape[2], shape[3], self.filters))
-        if self.axis != 0:
-            outputs = ops.transpose(outputs, [perm.index(i) for i in range(5)])
         return self.activation(outputs) if self.activation is not None else outputs
 
     def compute_output_shape(self, input_shape):
@@ -91,6 +111,92 @@ class PlanarConv3D(keras.layers.Layer):
             filters=self.filters,
             kernel_size=self.kernel_size,
             axis=self.axis,
+            activation=keras.activations.serialize(self.activation),
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="planar3d")
+class ACSConv3D(keras.layers.Layer):
+    """Axial-coronal-sagittal (ACS) convolution: one 2D kernel, its output channels in three groups.
+
+    Yang et al., "Reinventing 2D Convolutions for 3D Images", IEEE JBHI 2021, as used by
+    Baheti et al. 2023 (Eq. 1). The layer holds a 2D kernel `(k, k, Cin, filters)` (a VGG16
+    kernel maps in unchanged). Its output channels are split by
+    :func:`planar3d.mapping.acs_split` (``filters // 3`` each, the remainder to the first
+    groups); group ``a`` computes ``Conv3D`` with its slice of the kernel flat along spatial
+    axis ``a`` (0 = slices, 1 = rows, 2 = cols), exactly :class:`PlanarConv3D` with
+    ``axis=a``. The groups are concatenated in channel order, so output channel ``c`` is the
+    2D kernel's output channel ``c`` and a following layer's pretrained input channels line
+    up. Padding is ``"same"`` and the stride 1, as in VGG16. Same parameters as the 2D layer.
+
+    Args:
+        filters: number of output channels.
+        kernel_size: in-plane kernel size ``k``.
+        activation: Keras activation applied after the bias.
+        use_bias: add a bias per output channel.
+        kernel_initializer, bias_initializer: Keras initialisers.
+
+    Input shape: `(batch, slices, rows, cols, Cin)`. Output shape: `(batch, slices, rows,
+    cols, filters)`.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        activation=None,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        if self.filters < 1:
+            raise ValueError(f"filters must be at least 1. Received: filters={filters}")
+        self.kernel_size = int(kernel_size)
+        self.split = acs_split(self.filters)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.input_spec = keras.layers.InputSpec(ndim=5)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.kernel_size, self.kernel_size, channels, self.filters),
+            initializer=self.kernel_initializer,
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+            if self.use_bias else None
+        )
+
+    def call(self, inputs):
+        groups = []
+        start = 0
+        for axis, size in enumerate(self.split):
+            if size:
+                groups.append(_conv_planes(inputs, self.kernel[..., start:start + size], axis))
+            start += size
+        outputs = groups[0] if len(groups) == 1 else ops.concatenate(groups, axis=-1)
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
             activation=keras.activations.serialize(self.activation),
             use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),

@@ -7,6 +7,11 @@ Encoder: VGG16 blocks 1-4 with their ImageNet kernels mapped to planar (1, 3, 3)
 concatenation with ``block4_pool``. Decoder: blocks 6-9, each a Conv3DTranspose (2, 2, 2)
 upsampling concatenated with the U-Net skip, a dilated (1, 2, 2) convolution, a plain
 convolution and a residual concatenation. No batch normalisation. Output: sigmoid 1×1×1.
+
+The encoder and bottleneck convolutions can instead use another mapping of the 2D kernels
+(:data:`planar3d.mapping.MAPPINGS`): ``"acs"`` (:class:`planar3d.layers.ACSConv3D`),
+``"inflate"`` (I3D-inflated 3×3×3 kernels) or ``"none"`` (random 3×3×3 kernels, trained).
+The decoder is the same for every mapping.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ import keras
 from keras import layers
 
 from planar3d.errors import Planar3DError
-from planar3d.layers import PlanarConv3D
-from planar3d.mapping import grey_kernel, map_vgg16
+from planar3d.layers import ACSConv3D, PlanarConv3D
+from planar3d.mapping import MAPPINGS, grey_kernel, map_vgg16
 from planar3d.weights import load_vgg16_2d
 
 __all__ = ["BOTTLENECK_SOURCES", "DECODER_SKIPS", "ENCODER_LAYERS", "build_model", "encoder_layer_names"]
@@ -64,6 +69,16 @@ def _initializer(seed: int | None, index: int):
     return keras.initializers.GlorotUniform(seed=None if seed is None else seed * 1000 + index)
 
 
+def _encoder_conv(mapping: str, filters: int, name: str, kernel_initializer) -> keras.layers.Layer:
+    """One encoder or bottleneck convolution (3×3 in-plane, 'same', ReLU) for ``mapping``."""
+    common = dict(activation="relu", name=name, kernel_initializer=kernel_initializer)
+    if mapping == "planar":
+        return PlanarConv3D(filters, 3, axis=0, **common)
+    if mapping == "acs":
+        return ACSConv3D(filters, 3, **common)
+    return layers.Conv3D(filters, (3, 3, 3), padding="same", **common)
+
+
 def _decoder_block(x, skip, block: int, seed: int | None):
     """Upsample, concatenate the skip, dilated conv, plain conv, residual concatenation."""
     filters, kernel, _ = DECODER_SKIPS[block]
@@ -83,20 +98,21 @@ def _decoder_block(x, skip, block: int, seed: int | None):
     return layers.Concatenate(name=f"block{block}_residual")([up, c2])
 
 
-def _build_graph(input_shape, seed: int | None, name: str) -> keras.Model:
+def _build_graph(input_shape, seed: int | None, name: str, mapping: str) -> keras.Model:
     inputs = keras.Input(shape=input_shape, name="flair")
     x = inputs
     skips = {}
+    index = 0
     for block, n_convs, filters in ENCODER_LAYERS:
         for conv in range(1, n_convs + 1):
             layer_name = f"block{block}_conv{conv}"
-            x = PlanarConv3D(filters, 3, axis=0, activation="relu", name=layer_name)(x)
+            x = _encoder_conv(mapping, filters, layer_name, _initializer(seed, 30 + index))(x)
+            index += 1
             skips[layer_name] = x
         x = layers.MaxPooling3D((2, 2, 2), strides=2, name=f"block{block}_pool")(x)
     pooled = x
     for index, bottleneck in enumerate(BOTTLENECK_SOURCES):
-        x = PlanarConv3D(512, 3, axis=0, activation="relu", name=bottleneck,
-                         kernel_initializer=_initializer(seed, 50 + index))(x)
+        x = _encoder_conv(mapping, 512, bottleneck, _initializer(seed, 50 + index))(x)
     x = layers.Concatenate(name="block5_residual")([pooled, x])
     for block, (_, _, skip) in DECODER_SKIPS.items():
         x = _decoder_block(x, skips[skip], block, seed)
@@ -105,8 +121,8 @@ def _build_graph(input_shape, seed: int | None, name: str) -> keras.Model:
     return keras.Model(inputs, outputs, name=name)
 
 
-def _load_encoder(model: keras.Model, vgg2d, channels: int, bottleneck_init: str) -> None:
-    mapped = map_vgg16(vgg2d, mode="planar", axis=0)
+def _load_encoder(model: keras.Model, vgg2d, channels: int, bottleneck_init: str, mapping: str) -> None:
+    mapped = map_vgg16(vgg2d, mode=mapping, axis=0)
     for name in encoder_layer_names():
         kernel, bias = mapped[name]
         if name == "block1_conv1" and channels == 1:
@@ -122,10 +138,11 @@ def build_model(
     encoder_weights: str | os.PathLike | None = "imagenet",
     freeze_encoder: bool = True,
     bottleneck_init: str = "vgg",
+    mapping: str = "planar",
     seed: int | None = 0,
     name: str = "planar3d_res_unet",
 ) -> keras.Model:
-    """Build the planar 3D res-u-net.
+    """Build the planar 3D res-u-net (or the same topology with another encoder mapping).
 
     Args:
         input_shape: `(slices, rows, cols, channels)`; slices, rows and cols multiples of
@@ -133,12 +150,25 @@ def build_model(
             exactly equal to feeding the grey image on 3 channels, 3x cheaper) or 3.
         encoder_weights: ``"imagenet"``, a path to a VGG16 weights ``.h5`` file, or ``None``
             for a random encoder drawn from ``seed`` (see
-            :func:`planar3d.weights.load_vgg16_2d`).
+            :func:`planar3d.weights.load_vgg16_2d`). Ignored with ``mapping="none"``.
         freeze_encoder: make the encoder and the bottleneck convolutions untrainable
-            (the paper's setting).
+            (the paper's setting). Applies to the pretrained mappings only: with
+            ``mapping="none"`` the encoder and bottleneck are always trainable (the
+            "3D from scratch" baseline; a random *frozen* encoder is
+            ``mapping="planar", encoder_weights=None``).
         bottleneck_init: ``"vgg"`` loads VGG16 ``block5_conv1``/``block5_conv2`` into
             ``conv51``/``conv52``; ``"random"`` leaves them at their random initialisation,
-            reproducing the reference code (which froze them unloaded).
+            reproducing the reference code (which froze them unloaded). Ignored with
+            ``mapping="none"``.
+        mapping: how the 2D kernels become the encoder's and bottleneck's 3D convolutions
+            (:data:`planar3d.mapping.MAPPINGS`): ``"planar"`` (default, the paper: (1, 3, 3)
+            kernels flat along the slice axis, :class:`planar3d.layers.PlanarConv3D`);
+            ``"acs"`` (output channels in three groups, each planar along its own axis,
+            :class:`planar3d.layers.ACSConv3D`; same parameters as planar); ``"inflate"``
+            (I3D: the 2D kernel repeated 3 times along the slice axis and divided by 3, a
+            3×3×3 ``Conv3D``); ``"none"`` (3×3×3 ``Conv3D`` with random kernels from
+            ``seed``). In every pretrained mapping a 1-channel input gets ``block1_conv1``'s
+            kernel summed over its RGB inputs.
         seed: seed of every random initialiser (``None`` for Keras' global generator).
         name: model name.
 
@@ -148,17 +178,21 @@ def build_model(
         mixed-precision policy).
 
     Raises:
-        Planar3DError: invalid ``input_shape`` or ``bottleneck_init``; weights that cannot
-            be found or are not VGG16.
+        Planar3DError: invalid ``input_shape``, ``bottleneck_init`` or ``mapping``; weights
+            that cannot be found or are not VGG16.
     """
     input_shape = _check_input_shape(input_shape)
     if bottleneck_init not in _BOTTLENECK_INITS:
         raise Planar3DError(
             f"bottleneck_init must be one of {_BOTTLENECK_INITS}. Received: bottleneck_init={bottleneck_init!r}"
         )
+    if mapping not in MAPPINGS:
+        raise Planar3DError(f"mapping must be one of {MAPPINGS}. Received: mapping={mapping!r}")
+    if mapping == "none":
+        return _build_graph(input_shape, seed, name, mapping)
     vgg2d = load_vgg16_2d(encoder_weights, seed=0 if seed is None else seed)
-    model = _build_graph(input_shape, seed, name)
-    _load_encoder(model, vgg2d, input_shape[-1], bottleneck_init)
+    model = _build_graph(input_shape, seed, name, mapping)
+    _load_encoder(model, vgg2d, input_shape[-1], bottleneck_init, mapping)
     frozen = encoder_layer_names() + list(BOTTLENECK_SOURCES)
     for layer_name in frozen:
         layer = model.get_layer(layer_name)
