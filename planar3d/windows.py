@@ -291,6 +291,7 @@ def window_dataset(
     channels: int = 1,
     empty_window_weight: float = 1.0,
     drop_remainder: bool = False,
+    first_epoch: int | None = None,
 ) -> tf.data.Dataset:
     """Batched (window, mask window) pairs for training, built per patient.
 
@@ -320,6 +321,11 @@ def window_dataset(
             per-window weight as third element (1 for windows with lesions); 0 also drops
             the empty windows from the stream.
         drop_remainder: drop the last incomplete batch.
+        first_epoch: ``None`` (default): a finite dataset, one epoch per iteration,
+            reshuffled every iteration. An int ``e``: an endless stream of epochs
+            ``e, e+1, ...`` whose orders depend only on ``(seed, epoch)``, batches never
+            spanning two epochs; for ``Model.fit(..., steps_per_epoch=...)``, so that a
+            training run resumed at epoch ``e`` sees exactly the windows it would have seen.
 
     Returns:
         ``tf.data.Dataset`` of ``(window, mask)`` or ``(window, mask, weight)``: window
@@ -385,15 +391,29 @@ def window_dataset(
         has_lesion = tf.reduce_any(mask > 0)
         return window, mask, tf.where(has_lesion, 1.0, float(empty_window_weight))
 
-    dataset = tf.data.Dataset.from_tensor_slices(pairs)
-    if shuffle:
-        dataset = dataset.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if empty_window_weight != 1:
-        dataset = dataset.map(add_weight)
-    if empty_window_weight == 0:
-        dataset = dataset.filter(lambda window, mask, weight: weight > 0)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    def finish(dataset: tf.data.Dataset) -> tf.data.Dataset:
+        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        if empty_window_weight != 1:
+            dataset = dataset.map(add_weight)
+        if empty_window_weight == 0:
+            dataset = dataset.filter(lambda window, mask, weight: weight > 0)
+        return dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+    if first_epoch is None:
+        dataset = tf.data.Dataset.from_tensor_slices(pairs)
+        if shuffle:
+            dataset = dataset.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+        dataset = finish(dataset)
+    else:
+        pair_tensor = tf.constant(pairs)
+
+        def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+            order = pair_tensor
+            if shuffle:
+                order = tf.random.experimental.stateless_shuffle(pair_tensor, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+            return finish(tf.data.Dataset.from_tensor_slices(order))
+
+        dataset = tf.data.Dataset.range(int(first_epoch), 2**62).flat_map(one_epoch)
     if tf.config.list_logical_devices("GPU"):
         return dataset.apply(tf.data.experimental.prefetch_to_device("/GPU:0"))
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,105 @@
+"""What the command-line tools share: the common flags, config resolution, error handling.
+
+Every tool is a ``main(argv=None)`` over a Python API. User errors (:class:`Planar3DError`)
+print one line ``error: ...`` on stderr and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from typing import Callable
+
+from planar3d.config import Config, PRESETS, make_config
+from planar3d.errors import Planar3DError
+
+__all__ = ["add_config_flags", "config_from_args", "run_cli"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line and exit 2, like the rest of planar3d."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def make_parser(description: str, prog: str) -> argparse.ArgumentParser:
+    return _Parser(prog=prog, description=description,
+                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def _bool_flag(parser, name: str, help_text: str) -> None:
+    parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that map onto :class:`Config`; unset flags keep the preset's value."""
+    defaults = Config()
+    group = parser.add_argument_group("configuration (defaults: the chosen preset)")
+    group.add_argument("--preset", default="paper", choices=sorted(PRESETS),
+                       help="settings to start from: 'paper' (the paper's) or 'demo' (minutes on 2 CPU cores)")
+    group.add_argument("--data", help="dataset folder (MSSEG-2016 layout) or CSV/TSV table "
+                       "(subject, centre, flair, mask); default: the built-in phantom")
+    group.add_argument("--cache-dir", help="preprocessed-volume cache (default: $PLANAR3D_HOME/cache or ~/.cache/planar3d/cache)")
+    group.add_argument("--size", type=int, help=f"edge of the resampled cube (paper {defaults.size})")
+    group.add_argument("--window", type=int, help=f"slices per window (paper {defaults.window})")
+    group.add_argument("--stride", type=int, help=f"slices between windows (paper {defaults.stride})")
+    group.add_argument("--channels", type=int, choices=(1, 3), help="model input channels (paper code: 3; default 1, identical output)")
+    group.add_argument("--epochs", type=int, help=f"maximum epochs (paper {defaults.epochs})")
+    group.add_argument("--batch-size", type=int, help=f"windows per batch (paper {defaults.batch_size})")
+    group.add_argument("--lr", type=float, help=f"Adam learning rate (paper {defaults.lr})")
+    group.add_argument("--lr-decay", type=float, help=f"Keras-2 inverse-time decay per step (paper {defaults.lr_decay})")
+    group.add_argument("--patience", type=int, help=f"early-stopping patience on val_loss (paper {defaults.patience})")
+    group.add_argument("--empty-window-weight", type=float,
+                       help="weight of windows without lesion voxels: 1 keeps all (paper), 0 drops them")
+    group.add_argument("--encoder-weights", help="imagenet | PATH to a VGG16 .h5 | none (default imagenet)")
+    group.add_argument("--bottleneck-init", choices=("vgg", "random"),
+                       help="conv51/conv52 from VGG16 block5 (default) or random frozen (reference code)")
+    group.add_argument("--mapping", choices=("planar", "acs", "inflate", "none"), help="2D->3D kernel mapping (default planar)")
+    _bool_flag(group, "--freeze-encoder", "freeze the pretrained encoder and bottleneck (paper: yes)")
+    group.add_argument("--seed", type=int, help="seed of initialisers, shuffling and phantom (default 0)")
+    _bool_flag(group, "--mixed-precision", "Keras mixed_float16 policy (GPU); output and loss stay float32")
+    group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
+                       help="tf.distribute strategy: one device, all local GPUs, or several machines via TF_CONFIG")
+    group.add_argument("--threshold", type=float, help="probability threshold (paper 16/256 = 0.0625)")
+    group.add_argument("--threshold-rule", choices=("fixed", "reference"),
+                       help="'fixed' (paper) or 'reference' (released code: max(prob)//16 on 0-255, per scan)")
+    group.add_argument("--blend", choices=("middle", "mean", "gaussian"), help="window recomposition (paper: middle, Eq. 1)")
+    _bool_flag(group, "--tta", "average predictions over flips (8x slower)")
+    group.add_argument("--eval-space", choices=("native", "resampled"),
+                       help="metrics on the scan's grid (default) or in the resampled cube (reference code)")
+    group.add_argument("--phantom-scale", type=float, help="built-in phantom grid scale (default: the phantom's default)")
+
+
+def config_from_args(args: argparse.Namespace, **extra) -> Config:
+    """Build the effective :class:`Config`: preset, then every flag that was given."""
+    names = ("data", "cache_dir", "size", "window", "stride", "channels", "epochs", "batch_size", "lr",
+             "lr_decay", "patience", "empty_window_weight", "encoder_weights", "bottleneck_init", "mapping",
+             "freeze_encoder", "seed", "mixed_precision", "strategy", "threshold", "threshold_rule", "blend",
+             "tta", "eval_space", "phantom_scale")
+    overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    overrides.update(extra)
+    return make_config(args.preset, **overrides)
+
+
+def run_cli(function: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Decorate a ``main(argv)``: user errors become one line on stderr and exit status 2."""
+
+    @functools.wraps(function)
+    def main(argv: list[str] | None = None) -> int:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        try:
+            return function(argv)
+        except Planar3DError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except MemoryError:
+            print("error: out of memory: try --batch-size 1 or a smaller --size", file=sys.stderr)
+            return 1
+
+    return main

@@ -1,0 +1,51 @@
+"""From a preprocessed scan to a native-space lesion mask: the inference path shared by
+training (test scans of a fold) and :mod:`planar3d.predict`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planar3d.config import Config
+from planar3d.preprocess import to_native
+from planar3d.windows import binarize, predict_volume
+
+__all__ = ["native_spacing", "resampled_spacing", "segment_volume"]
+
+
+def segment_volume(model, volume: np.ndarray, meta: dict, config: Config, batch_size: int | None = None):
+    """Predict one preprocessed scan and map the result back to its native grid.
+
+    Args:
+        model: the trained Keras model (sigmoid output).
+        volume: `(size, size, size)` preprocessed scan (see :func:`planar3d.preprocess.preprocess`).
+        meta: its preprocessing record.
+        config: window, stride, blend, tta, threshold and threshold_rule are used.
+        batch_size: windows per forward pass (default ``config.batch_size``).
+
+    Returns:
+        ``(probabilities, mask, resampled)``: float32 probabilities and the uint8 binary
+        mask (thresholded *in native space*) on the native grid in the scan's stored axis
+        order, and the `(size, size, size)` probabilities before resampling.
+    """
+    resampled = predict_volume(
+        model, volume, size=config.window, stride=config.stride, mode=config.blend,
+        batch_size=batch_size or config.batch_size, tta=config.tta,
+    )
+    probabilities = np.clip(to_native(resampled, meta, order=1), 0.0, 1.0).astype(np.float32)
+    mask = binarize(probabilities, threshold=config.threshold, rule=config.threshold_rule)
+    return probabilities, mask, resampled
+
+
+def native_spacing(meta: dict) -> tuple[float, float, float]:
+    """Voxel size (mm) of the native grid, stored axis order."""
+    return tuple(float(z) for z in meta["native_spacing"])
+
+
+def resampled_spacing(meta: dict) -> tuple[float, float, float]:
+    """Voxel size (mm) of the preprocessed cube, `(slices, rows, cols)` order."""
+    transform = np.asarray(meta["orientation_transform"], dtype=int)
+    spacing = np.asarray(meta["native_spacing"], dtype=float)
+    reoriented = np.empty(3)
+    reoriented[transform[:, 0]] = spacing
+    return tuple(float(s) for s in reoriented / np.asarray(meta["zoom"], dtype=float))

@@ -1,0 +1,324 @@
+"""Train one cross-validation fold: ``python -m planar3d.train --fold k``.
+
+A fold's folder (``RUN_DIR/fold_k/``) receives ``config.json``, ``versions.json``,
+``split.json``, ``log.csv`` (CSVLogger), ``curves.png`` (rewritten every epoch),
+``tensorboard/``, ``best.keras`` (best validation loss), then the test scans' masks
+(``predictions/<patient>_mask.nii.gz``, native grid and affine), ``overlays/`` and
+``metrics.csv``, and finally ``done.json``. A run killed at any moment resumes from its
+last finished epoch (the ``backup/`` folder) and ends as it would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from planar3d.atomic import atomic_path, write_text_atomic
+from planar3d.cli import add_config_flags, config_from_args, make_parser, run_cli
+from planar3d.config import Config, load_config
+from planar3d.data import CachedCase, cv_split, default_cache_dir, load_cases
+from planar3d.errors import Planar3DError
+from planar3d.io import Record, find_dataset, load_mask, load_scan, save_nifti
+
+__all__ = ["build_from_config", "dataset_records", "evaluate_fold", "main", "train_fold", "versions"]
+
+DONE_NAME = "done.json"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of every library a result depends on."""
+    import keras
+    import nibabel
+    import scipy
+    import tensorflow as tf
+
+    import planar3d
+
+    return {
+        "planar3d": planar3d.__version__, "python": platform.python_version(), "tensorflow": tf.__version__,
+        "keras": keras.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+        "nibabel": nibabel.__version__, "platform": platform.platform(),
+        "gpus": str([d.name for d in tf.config.list_physical_devices("GPU")]),
+    }
+
+
+def dataset_records(config: Config) -> list[Record]:
+    """The dataset's records: ``config.data``, or the built-in phantom (made on first use)."""
+    if config.data is not None:
+        return find_dataset(config.data, require_masks=True)
+    from planar3d.phantom import ensure_phantom
+
+    options = {"seed": 0}
+    if config.phantom_scale is not None:
+        options["scale"] = config.phantom_scale
+    if config.phantom_lesion_load is not None:
+        options["lesion_load"] = config.phantom_lesion_load
+    return find_dataset(ensure_phantom(**options), require_masks=True)
+
+
+def build_from_config(config: Config):
+    """The uncompiled model a config describes."""
+    from planar3d.model import build_model
+
+    return build_model(
+        input_shape=(config.window, config.size, config.size, config.channels),
+        encoder_weights=config.weights_argument(), freeze_encoder=config.freeze_encoder,
+        bottleneck_init=config.bottleneck_init, mapping=config.mapping, seed=config.seed,
+    )
+
+
+def _strategy(name: str):
+    import os
+
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise Planar3DError("--strategy multiworker needs the TF_CONFIG environment variable (cluster and task)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _compile(model, config: Config) -> None:
+    import keras
+
+    from planar3d.losses import bce_dice_loss, dice_coef
+
+    learning_rate = config.lr
+    if config.lr_decay > 0:
+        # Keras 2 "decay": lr / (1 + decay * iterations), per optimizer step.
+        learning_rate = keras.optimizers.schedules.InverseTimeDecay(config.lr, 1, config.lr_decay)
+    optimizer = keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    if config.mixed_precision:
+        optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss=bce_dice_loss, metrics=[dice_coef], jit_compile=False)
+
+
+def _n_windows(cases: Sequence[CachedCase], config: Config) -> int:
+    from planar3d.windows import window_starts
+
+    total = 0
+    for case in cases:
+        starts = window_starts(case.volume.shape[0], config.window, config.stride)
+        if config.empty_window_weight == 0:
+            total += sum(bool(np.any(case.mask[s : s + config.window])) for s in starts)
+        else:
+            total += len(starts)
+    return total
+
+
+def _datasets(train: Sequence[CachedCase], val: Sequence[CachedCase], config: Config, first_epoch: int):
+    from planar3d.windows import window_dataset
+
+    common = dict(size=config.window, stride=config.stride, batch_size=config.batch_size,
+                  channels=config.channels, empty_window_weight=config.empty_window_weight)
+    train_ds = window_dataset([c.volume for c in train], [c.mask for c in train], shuffle=True,
+                              seed=config.seed, first_epoch=first_epoch, **common)
+    val_ds = window_dataset([c.volume for c in val], [c.mask for c in val], shuffle=False, seed=0, **common)
+    if config.empty_window_weight == 0:  # weights are all 1 after dropping: keep (x, y) pairs
+        train_ds = train_ds.map(lambda x, y, w: (x, y))
+        val_ds = val_ds.map(lambda x, y, w: (x, y))
+    steps = math.ceil(_n_windows(train, config) / config.batch_size)
+    if steps == 0:
+        raise Planar3DError("no training windows: every training window was dropped (empty_window_weight=0)")
+    return train_ds, val_ds, steps
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _truncate_log(path: Path, first_epoch: int) -> list[dict]:
+    """Keep the log rows of epochs before ``first_epoch`` (a kill may leave one more)."""
+    rows = [row for row in _read_log(path) if int(row["epoch"]) < first_epoch]
+    if path.is_file():
+        with atomic_path(path, overwrite=True) as tmp, tmp.open("w", newline="") as handle:
+            if rows:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+    return rows
+
+
+def _prepare_run_dir(fold_dir: Path, config: Config, overwrite: bool, resume: bool | None) -> bool:
+    """Check or initialise a fold folder; return True when its training is already done."""
+    saved = fold_dir / "config.json"
+    if saved.is_file():
+        previous = load_config(saved)
+        if overwrite:
+            shutil.rmtree(fold_dir)
+        elif previous.training_identity() != config.training_identity():
+            changed = sorted(k for k, v in config.training_identity().items() if previous.training_identity()[k] != v)
+            raise Planar3DError(
+                f"{fold_dir}: run folder from a different config (differs in {changed}); "
+                "choose another --out or pass --overwrite"
+            )
+        elif (fold_dir / DONE_NAME).is_file():
+            return True
+        elif resume is False and (fold_dir / "backup").exists():
+            raise Planar3DError(f"{fold_dir}: holds an unfinished run; pass --resume or --overwrite")
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(fold_dir / "config.json", config.to_json())
+    write_text_atomic(fold_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
+    return False
+
+
+def train_fold(
+    config: Config,
+    fold: int,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    resume: bool | None = None,
+    extra_callbacks: Sequence = (),
+    verbose: int | str = "auto",
+) -> list[dict]:
+    """Train fold ``fold`` of the paper's cross-validation and evaluate its test scans.
+
+    Args:
+        config: the run's settings.
+        fold: 0-based fold index (see :func:`planar3d.data.cv_split`).
+        out_dir: the run folder; the fold writes into ``out_dir/fold_<fold>/``.
+        overwrite: discard an existing fold folder.
+        resume: ``None`` resumes automatically from a backup; ``False`` refuses to.
+        extra_callbacks: more Keras callbacks (run before the backup is written).
+        verbose: Keras progress display.
+
+    Returns:
+        One dict per test scan: fold, patient, centre and the metrics of
+        :func:`planar3d.metrics.scan_metrics`.
+
+    Raises:
+        Planar3DError: bad data, fold out of range, a run folder from another config.
+    """
+    import keras
+    import tensorflow as tf
+
+    from planar3d.callbacks import AtomicBackupAndRestore, BestModelCheckpoint, LearningCurves, ResumableEarlyStopping
+
+    config.validate()
+    records = dataset_records(config)
+    train_ids, val_ids, test_ids = cv_split([r.patient_id for r in records], fold)
+    fold_dir = Path(out_dir) / f"fold_{fold}"
+    if _prepare_run_dir(fold_dir, config, overwrite, resume):
+        print(f"fold {fold}: already finished in {fold_dir}, reusing its results")
+        return _read_metrics(fold_dir / "metrics.csv")
+    split = {"fold": fold, "train": train_ids, "validation": val_ids, "test": test_ids}
+    write_text_atomic(fold_dir / "split.json", json.dumps(split, indent=2) + "\n")
+
+    cases = load_cases(records, size=config.size, cache_dir=config.cache_dir or default_cache_dir(),
+                       robust=config.robust_normalisation)
+    by_id = {case.patient_id: case for case in cases}
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    with _strategy(config.strategy).scope():
+        model = build_from_config(config)
+        _compile(model, config)
+
+    backup = AtomicBackupAndRestore(fold_dir / "backup")
+    first_epoch = backup.saved_epoch()
+    log_path = fold_dir / "log.csv"
+    history = _truncate_log(log_path, first_epoch)
+    train_ds, val_ds, steps = _datasets([by_id[i] for i in train_ids], [by_id[i] for i in val_ids], config, first_epoch)
+    if first_epoch:
+        print(f"fold {fold}: resuming after epoch {first_epoch} from {fold_dir / 'backup'}")
+    callbacks = [
+        keras.callbacks.CSVLogger(str(log_path), append=True),
+        keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), histogram_freq=0, write_graph=False),
+        ResumableEarlyStopping(history, monitor="val_loss", patience=config.patience),
+        BestModelCheckpoint(fold_dir / "best.keras", history),
+        LearningCurves(log_path, fold_dir / "curves.png", title=f"fold {fold}"),
+        *extra_callbacks,
+        backup,  # last: an epoch counts as finished once everything above has run
+    ]
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
+              callbacks=callbacks, verbose=verbose)
+    rows = evaluate_fold(fold_dir, [by_id[i] for i in test_ids], config, fold)
+    write_text_atomic(fold_dir / DONE_NAME, json.dumps({"fold": fold, "epochs": len(_read_log(log_path))}) + "\n")
+    return rows
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    rows = []
+    for row in _read_log(path):
+        rows.append({k: (v if k in ("patient", "centre") else float(v) if k != "fold" else int(v)) for k, v in row.items()})
+    return rows
+
+
+def write_rows(path: Path, rows: Sequence[dict]) -> None:
+    """Write dict rows as CSV, atomically."""
+    with atomic_path(path, overwrite=True) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def evaluate_fold(fold_dir: Path, cases: Sequence[CachedCase], config: Config, fold: int) -> list[dict]:
+    """Segment a fold's test scans with ``best.keras``; write masks, overlays and metrics.csv."""
+    import keras
+
+    from planar3d.metrics import scan_metrics
+    from planar3d.pipeline import resampled_spacing, segment_volume
+    from planar3d.plots import plot_overlay
+    from planar3d.windows import binarize
+
+    model = keras.models.load_model(fold_dir / "best.keras", compile=False, safe_mode=True)
+    rows = []
+    for case in cases:
+        scan = load_scan(case.record.flair)
+        probabilities, mask, resampled = segment_volume(model, case.volume, case.meta, config)
+        save_nifti(mask, scan, fold_dir / "predictions" / f"{case.patient_id}_mask.nii.gz", overwrite=True)
+        if config.eval_space == "native":
+            reference = np.asarray(load_mask(case.record.mask, scan).dataobj) > 0.5
+            metrics = scan_metrics(reference, mask, [float(z) for z in scan.header.get_zooms()[:3]])
+        else:
+            resampled_mask = binarize(resampled, threshold=config.threshold, rule=config.threshold_rule)
+            metrics = scan_metrics(case.mask > 0.5, resampled_mask, resampled_spacing(case.meta))
+        plot_overlay(case.volume, prediction=binarize(resampled, threshold=config.threshold, rule=config.threshold_rule),
+                     reference=case.mask, path=fold_dir / "overlays" / f"{case.patient_id}.png",
+                     title=f"{case.patient_id}: Dice {metrics['dice']:.3f}")
+        rows.append({"fold": fold, "patient": case.patient_id, "centre": case.centre, **metrics})
+        print(f"fold {fold} test {case.patient_id}: dice {metrics['dice']:.3f} sensitivity {metrics['sensitivity']:.3f}")
+    write_rows(fold_dir / "metrics.csv", rows)
+    return rows
+
+
+def add_run_flags(parser) -> None:
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
+    parser.add_argument("--overwrite", action="store_true", help="discard existing results in the run folder")
+    parser.add_argument("--resume", action=__import__("argparse").BooleanOptionalAction, default=None,
+                        help="resume an interrupted run from its backup (default: automatically when one exists)")
+
+
+@run_cli
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("Train one fold of the planar 3D res-u-net (Kolarik et al. 2020).", "planar3d.train")
+    parser.add_argument("--fold", type=int, required=True, help="fold index 0..4 (paper rule, see cv_split)")
+    add_run_flags(parser)
+    add_config_flags(parser)
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    out = Path(args.out or f"runs/{config.preset}")
+    rows = train_fold(config, args.fold, out, overwrite=args.overwrite, resume=args.resume)
+    print(f"fold {args.fold}: mean Dice {np.mean([r['dice'] for r in rows]):.3f} over {len(rows)} test scans; "
+          f"outputs in {out / f'fold_{args.fold}'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
