@@ -213,3 +213,21 @@ def test_too_few_patients_and_bad_ids():
         cv_split(["01A", "01A", "01B"], 0)
     with pytest.raises(Planar3DError, match=r"patient_ids must not be empty"):
         cv_split([], 0)
+
+
+def test_prepare_cli_fills_the_cache_and_summarises(tmp_path, rng, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "data_prep" / "prepare_msseg2016.py"
+    spec = importlib.util.spec_from_file_location("prepare_msseg2016", path)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    for pid in ("01001AAAA", "07001BBBB"):
+        make_record(tmp_path / "data" / pid, rng, pid)
+    argv = [str(tmp_path / "data"), "--size", "16", "--cache-dir", str(tmp_path / "c"), "--no-progress", "--round-trip"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "2 scans from" in printed and "centre 07: 1 patients" in printed and "round trip" in printed
+    assert len(entries(tmp_path / "c")) == 2
+    assert cli.main([str(tmp_path / "nothing"), "--size", "16"]) == 2
+    assert "dataset not found" in capsys.readouterr().err

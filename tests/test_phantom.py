@@ -138,3 +138,24 @@ def test_ensure_phantom_generates_once_under_planar3d_home(tmp_path, monkeypatch
     assert len(find_dataset(root)) == 3
     with pytest.raises(Planar3DError, match=r"holds a phantom made with .* choose another root"):
         ensure_phantom(root, n_per_centre=1, scale=0.1, seed=5)
+
+
+def load_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data_prep" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"data_prep_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_phantom_cli(tmp_path, capsys):
+    cli = load_script("make_phantom")
+    assert cli.main([str(tmp_path / "out"), "--n-per-centre", "1", "--scale", "0.1", "--seed", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "centre 01: 1 subjects" in printed and "centre 08: 1 subjects" in printed
+    assert len(find_dataset(tmp_path / "out")) == 3
+    assert cli.main([str(tmp_path / "out"), "--scale", "0.1"]) == 2
+    assert "output exists" in capsys.readouterr().err
