@@ -1,0 +1,226 @@
+"""Planar vs ACS vs I3D inflation vs random 3×3×3: parameters, time and peak memory, same network.
+
+The planar paper (Kolarik et al. 2020) says ACS convolutions cost about 3× the memory of
+planar ones; the ACS paper (Baheti et al. 2023) says ACS adds no compute, memory or
+parameters. This measures all four encoder mappings of ``build_model(mapping=...)`` on one
+window size: the whole res-u-net (decoder identical in every variant), 1-channel input.
+
+Every (mapping, phase) runs in a fresh subprocess (this script with ``--child``) so that its
+peak resident memory (``getrusage`` ``ru_maxrss``) is its own:
+- phase ``forward``: inference, ``model(x, training=False)`` in a ``tf.function``;
+- phase ``train``: ``model.compile(Adam, bce_dice_loss)`` + ``train_on_batch`` (encoder frozen
+  for the pretrained mappings, trained for ``none``, as ``build_model`` defaults).
+Times are medians of ``--repeats`` runs after one warm-up; the whole set runs ``--rounds``
+times (order reversed every other round) and each figure keeps the fastest round, the one
+least disturbed by other work on the machine (peak RSS: the largest). "above runtime" is the
+peak minus the RSS after importing TensorFlow (before any model is built). Writes
+``docs/compare_mappings.md`` and ``docs/compare_mappings.png`` (ratios to planar).
+
+    python benchmarks/compare_mappings.py [--size 64] [--slices 16] [--batch 2] [--repeats 3] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from _common import interleaved_medians, machine, peak_rss_gb  # noqa: E402
+
+MAPPING_NAMES = ("planar", "acs", "inflate", "none")
+PHASES = ("forward", "train")
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _forward_gflop(model, batch: int) -> float:
+    """Multiply-adds × 2 of every convolution for one forward pass of ``batch`` windows."""
+    import numpy as np
+
+    flops = 0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        # a transposed convolution spreads every *input* voxel over its kernel
+        shape = layer.input.shape if "Transpose" in type(layer).__name__ else layer.output.shape
+        voxels = int(np.prod(shape[1:4]))
+        flops += 2 * voxels * int(np.prod(kernel.shape))
+    return batch * flops / 1e9
+
+
+def _child(args: argparse.Namespace) -> None:
+    """Build one variant, time one phase, print one JSON line."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from planar3d.losses import bce_dice_loss
+    from planar3d.model import build_model
+    from planar3d.weights import WEIGHTS_ENV_VAR
+
+    rss_base = peak_rss_gb()
+    weights = "imagenet" if os.environ.get(WEIGHTS_ENV_VAR) and args.variant != "none" else None
+    model = build_model((args.slices, args.size, args.size, 1), encoder_weights=weights,
+                        mapping=args.variant, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(args.batch, args.slices, args.size, args.size, 1)).astype("float32")
+    y = (rng.random(x.shape) < 0.01).astype("float32")
+    if args.phase == "forward":
+        forward = tf.function(lambda window: model(window, training=False))
+        step = lambda: forward(x).numpy()  # noqa: E731
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(5e-5), loss=bce_dice_loss)
+        step = lambda: model.train_on_batch(x, y)  # noqa: E731
+    seconds = interleaved_medians({args.phase: step}, repeats=args.repeats, warmup=1)[args.phase]
+    print(json.dumps({
+        "variant": args.variant,
+        "phase": args.phase,
+        "params_total": int(model.count_params()),
+        "params_trainable": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
+        "gflop_forward": _forward_gflop(model, args.batch),
+        "seconds": seconds,
+        "rss_base_gb": rss_base,
+        "rss_peak_gb": peak_rss_gb(),
+        "encoder_weights": weights or "random",
+    }))
+
+
+def _run_child(args: argparse.Namespace, variant: str, phase: str) -> dict:
+    command = [sys.executable, __file__, "--child", "--variant", variant, "--phase", phase,
+               "--size", str(args.size), "--slices", str(args.slices), "--batch", str(args.batch),
+               "--repeats", str(args.repeats)]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise SystemExit(f"variant {variant} ({phase}) failed with status {done.returncode}:\n{tail}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+def _above_runtime(row: dict) -> float:
+    """Peak RSS above the RSS of the bare runtime (TensorFlow imported, no model), GB."""
+    return row["rss_peak_gb"] - row["rss_base_gb"]
+
+
+def _table(results: dict[str, dict[str, dict]], mappings: list[str]) -> list[str]:
+    base = {phase: results["planar"][phase] for phase in PHASES}
+    above = _above_runtime
+
+    lines = [
+        "| mapping | params total | params trainable | forward GFLOP | forward s | × planar | "
+        "train step s | × planar | peak RSS forward GB (above runtime) | × planar | "
+        "peak RSS train GB (above runtime) | × planar |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mapping in mappings:
+        forward, train = results[mapping]["forward"], results[mapping]["train"]
+        lines.append(
+            f"| {mapping} | {forward['params_total']:,} | {train['params_trainable']:,} | "
+            f"{forward['gflop_forward']:.1f} | {forward['seconds']:.2f} | "
+            f"{forward['seconds'] / base['forward']['seconds']:.2f} | {train['seconds']:.2f} | "
+            f"{train['seconds'] / base['train']['seconds']:.2f} | "
+            f"{forward['rss_peak_gb']:.2f} ({above(forward):.2f}) | {above(forward) / above(base['forward']):.2f} | "
+            f"{train['rss_peak_gb']:.2f} ({above(train):.2f}) | {above(train) / above(base['train']):.2f} |"
+        )
+    return lines
+
+
+def _ratios(results: dict[str, dict[str, dict]], mappings: list[str]) -> dict[str, list[float]]:
+    rss = _above_runtime
+    base = results["planar"]
+    return {
+        "parameters": [results[m]["forward"]["params_total"] / base["forward"]["params_total"] for m in mappings],
+        "forward time": [results[m]["forward"]["seconds"] / base["forward"]["seconds"] for m in mappings],
+        "training step time": [results[m]["train"]["seconds"] / base["train"]["seconds"] for m in mappings],
+        "peak RSS forward": [rss(results[m]["forward"]) / rss(base["forward"]) for m in mappings],
+        "peak RSS training": [rss(results[m]["train"]) / rss(base["train"]) for m in mappings],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64, help="rows = cols of the window (default 64)")
+    parser.add_argument("--slices", type=int, default=16, help="slices of the window (default 16)")
+    parser.add_argument("--batch", type=int, default=2, help="windows per batch (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per phase after one warm-up (default 3)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="runs of the whole set; the fastest round is kept (default 2)")
+    parser.add_argument("--mappings", default=",".join(MAPPING_NAMES),
+                        help=f"comma-separated mappings, planar first (default {','.join(MAPPING_NAMES)})")
+    parser.add_argument("--out", type=Path, default=DOCS, help=f"folder for the .md and .png (default {DOCS})")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=MAPPING_NAMES, help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args)
+        return
+    mappings = [m.strip() for m in args.mappings.split(",") if m.strip()]
+    if not mappings or mappings[0] != "planar" or any(m not in MAPPING_NAMES for m in mappings):
+        parser.error(f"--mappings must start with planar and use {MAPPING_NAMES}. Received: --mappings={args.mappings}")
+
+    command = "python benchmarks/compare_mappings.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"window {args.batch} x {args.slices}x{args.size}x{args.size}x1, {args.repeats} repeats, "
+          f"{args.rounds} rounds; one fresh process per mapping and phase", flush=True)
+    results: dict[str, dict[str, dict]] = {mapping: {} for mapping in mappings}
+    for round_index in range(args.rounds):
+        for mapping in (mappings if round_index % 2 == 0 else mappings[::-1]):
+            for phase in PHASES:
+                row = _run_child(args, mapping, phase)
+                print(f"  round {round_index + 1} {mapping:8s} {phase:8s} {row['seconds']:7.2f} s  "
+                      f"peak RSS {row['rss_peak_gb']:.2f} GB (runtime {row['rss_base_gb']:.2f} GB)  "
+                      f"[{row['wall_s']:.0f} s wall]", flush=True)
+                kept = results[mapping].get(phase)
+                if kept is not None:
+                    seconds = min(row["seconds"], kept["seconds"])
+                    if _above_runtime(kept) > _above_runtime(row):
+                        row.update(rss_peak_gb=kept["rss_peak_gb"], rss_base_gb=kept["rss_base_gb"])
+                    row["seconds"] = seconds
+                results[mapping][phase] = row
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from planar3d.atomic import write_text_atomic
+    from planar3d.plots import plot_bar_chart
+
+    table = _table(results, mappings)
+    print("\n".join(table))
+    weights = results["planar"]["forward"]["encoder_weights"]
+    lines = [
+        "# Encoder mappings compared: planar, ACS, I3D inflation, random 3×3×3",
+        "",
+        f"Whole res-u-net, 1-channel input, batch {args.batch} × {args.slices}×{args.size}×{args.size}; "
+        f"pretrained encoders from `{weights}` VGG16 weights (timings do not depend on the values); "
+        "encoder frozen for planar/acs/inflate, trained for none. Times are medians of "
+        f"{args.repeats} runs after a warm-up, fastest of {args.rounds} rounds; every mapping and "
+        "phase in its own process, peak "
+        "RSS from `getrusage` (in brackets: above the RSS after importing TensorFlow; the "
+        "memory ratios use that part). Forward GFLOP counted analytically from the kernels.",
+        "",
+        *table,
+        "",
+        "![ratios to planar](compare_mappings.png)",
+        "",
+        f"Command: `{command.strip()}`",
+        "",
+        f"Machine: {machine()}",
+        "",
+    ]
+    markdown = write_text_atomic(args.out / "compare_mappings.md", "\n".join(lines))
+    figure = args.out / "compare_mappings.png"
+    plot_bar_chart(mappings, _ratios(results, mappings), "ratio to planar", figure,
+                   title=f"Encoder mappings, batch {args.batch} x {args.slices}x{args.size}x{args.size}")
+    print(f"wrote {markdown} and {figure}")
+
+
+if __name__ == "__main__":
+    main()
