@@ -73,6 +73,25 @@ def test_acs_groups_equal_planar_convs_along_their_axes(rng, filters):
     assert start == filters
 
 
+def test_acs_gradients_equal_those_of_planar_groups(rng):
+    import tensorflow as tf
+
+    x = tf.constant(rng.normal(size=(1, 6, 8, 10, 4)).astype("float32"))
+    layer = ACSConv3D(5, 3)
+    layer.build(x.shape)
+    kernel = tf.Variable(layer.kernel.numpy())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        acs = tf.reduce_sum(layer(x) ** 2)
+        groups, start = [], 0
+        for axis, size in enumerate(acs_split(5)):
+            groups.append(tf.nn.conv3d(x, tf.expand_dims(kernel[..., start:start + size], axis), [1] * 5, "SAME"))
+            start += size
+        reference = tf.reduce_sum((tf.concat(groups, -1) + layer.bias) ** 2)
+    np.testing.assert_allclose(tape.gradient(acs, x), tape.gradient(reference, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(tape.gradient(acs, layer.kernel), tape.gradient(reference, kernel), rtol=1e-4, atol=1e-4)
+
+
 def test_acs_kernel_is_the_2d_kernel(rng):
     kernel = rng.normal(size=(3, 3, 4, 5)).astype("float32")
     stored = acs_kernel(kernel, 0)

@@ -1,0 +1,144 @@
+"""Does the ImageNet encoder matter? Four encoders, same budget, on the phantom (or --data).
+
+Variants (everything else equal: preset, epochs, data, fold, seed; early stopping off so
+every variant gets the same number of epochs; the best epoch by validation loss is tested):
+- ``planar_imagenet_frozen``: the paper (planar mapping, ImageNet VGG16, frozen);
+- ``planar_random_frozen``: planar, random VGG16 kernels, frozen (is it the weights or
+  only the architecture?);
+- ``planar_random_trainable``: planar, random kernels, encoder trained;
+- ``acs_imagenet_frozen``: ACS mapping of the ImageNet kernels, frozen.
+Every run is a :func:`planar3d.train.train_fold` in ``OUT/seed_<s>/<variant>/`` (finished
+runs are reused, killed ones resume). Writes ``docs/transfer_vs_random.md`` (validation
+Dice per epoch, test Dice per scan and mean per variant) and ``docs/transfer_vs_random.png``
+(validation Dice curves).
+
+    python benchmarks/transfer_vs_random.py [--preset demo] [--epochs N] [--seeds 0,1] [--fold 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from _common import machine  # noqa: E402
+
+#: variant -> Config overrides.
+VARIANTS: dict[str, dict[str, object]] = {
+    "planar_imagenet_frozen": {"mapping": "planar", "encoder_weights": "imagenet", "freeze_encoder": True},
+    "planar_random_frozen": {"mapping": "planar", "encoder_weights": "none", "freeze_encoder": True},
+    "planar_random_trainable": {"mapping": "planar", "encoder_weights": "none", "freeze_encoder": False},
+    "acs_imagenet_frozen": {"mapping": "acs", "encoder_weights": "imagenet", "freeze_encoder": True},
+}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _val_dice(log_path: Path) -> list[float]:
+    with log_path.open(newline="") as handle:
+        return [float(row["val_dice_coef"]) for row in csv.DictReader(handle)]
+
+
+def _plot_curves(curves: dict[str, dict[int, list[float]]], path: Path, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    from planar3d.plots import save_figure
+
+    figure = Figure(figsize=(7, 4.6))
+    axes = figure.subplots(1, 1)
+    colours = dict(zip(VARIANTS, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+    for variant, by_seed in curves.items():
+        for index, (seed, values) in enumerate(sorted(by_seed.items())):
+            axes.plot(range(1, len(values) + 1), values, marker="o", markersize=3, color=colours[variant],
+                      alpha=0.9 if index == 0 else 0.5, label=variant if index == 0 else None)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("validation Dice (dice_coef, batch-wise)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    axes.set_title(title)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="demo", help="configuration preset (default demo)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the preset's)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--fold", type=int, default=4, help="cross-validation fold (default 4, the demo's)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated (default all: {','.join(VARIANTS)})")
+    parser.add_argument("--data", default=None, help="dataset folder (default: the built-in phantom)")
+    parser.add_argument("--empty-window-weight", type=float, default=None,
+                        help="1 trains on every window, 0 only on windows with lesions (default: the preset's)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "transfer_vs_random",
+                        help="run folder (default runs/transfer_vs_random)")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="folder for the .md and .png (default docs/)")
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if any(v not in VARIANTS for v in variants):
+        parser.error(f"--variants must be among {list(VARIANTS)}. Received: --variants={args.variants}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+
+    from planar3d.atomic import write_text_atomic
+    from planar3d.config import make_config
+    from planar3d.train import train_fold
+
+    curves: dict[str, dict[int, list[float]]] = {v: {} for v in variants}
+    test: dict[str, dict[int, list[dict]]] = {v: {} for v in variants}
+    epochs = None
+    start = time.perf_counter()
+    for seed in seeds:
+        for variant in variants:
+            config = make_config(args.preset, seed=seed, epochs=args.epochs, data=args.data,
+                                 empty_window_weight=args.empty_window_weight, **VARIANTS[variant])
+            config.patience = config.epochs  # same budget for every variant: no early stopping
+            config.folds = [args.fold]
+            epochs = config.epochs
+            run_dir = args.out / f"seed_{seed}" / variant
+            print(f"seed {seed} {variant}: training {config.epochs} epochs in {run_dir}", flush=True)
+            rows = train_fold(config, args.fold, run_dir, verbose=2)
+            curves[variant][seed] = _val_dice(run_dir / f"fold_{args.fold}" / "log.csv")
+            test[variant][seed] = rows
+            print(f"seed {seed} {variant}: val Dice {[round(d, 3) for d in curves[variant][seed]]}, "
+                  f"test Dice {[round(r['dice'], 3) for r in rows]} "
+                  f"[{time.perf_counter() - start:.0f} s so far]", flush=True)
+
+    lines = [
+        "# Transfer vs random encoders at the same budget",
+        "",
+        f"Preset `{args.preset}`, {epochs} epochs, fold {args.fold}, seeds {seeds}, data: "
+        f"{args.data or 'built-in phantom'}; early stopping off; the test uses the best epoch by "
+        "validation loss. Test Dice per held-out scan at the preset's threshold.",
+        "",
+        "| variant | seed | validation Dice per epoch | test Dice per scan | mean test Dice |",
+        "|---|---:|---|---|---:|",
+    ]
+    for variant in variants:
+        for seed in seeds:
+            rows = test[variant][seed]
+            val = ", ".join(f"{d:.3f}" for d in curves[variant][seed])
+            per_scan = ", ".join(f"{row['patient']} {row['dice']:.3f}" for row in rows)
+            mean = statistics.mean(row["dice"] for row in rows)
+            lines.append(f"| {variant} | {seed} | {val} | {per_scan} | {mean:.3f} |")
+    lines += ["", "| variant | mean test Dice over seeds and scans | sd over seeds |", "|---|---:|---:|"]
+    for variant in variants:
+        means = [statistics.mean(r["dice"] for r in test[variant][s]) for s in seeds]
+        spread = f"{statistics.stdev(means):.3f}" if len(means) > 1 else "n/a (1 seed)"
+        lines.append(f"| {variant} | {statistics.mean(means):.3f} | {spread} |")
+    command = "python benchmarks/transfer_vs_random.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines += ["", "![validation Dice per epoch](transfer_vs_random.png)", "",
+              f"Command: `{command.strip()}`", "", f"Machine: {machine()}", ""]
+    print("\n".join(lines))
+    markdown = write_text_atomic(args.docs / "transfer_vs_random.md", "\n".join(lines))
+    figure = args.docs / "transfer_vs_random.png"
+    _plot_curves(curves, figure, f"validation Dice, preset {args.preset}, fold {args.fold}")
+    print(f"wrote {markdown} and {figure}")
+
+
+if __name__ == "__main__":
+    main()
