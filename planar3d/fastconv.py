@@ -4,10 +4,13 @@ For stride 1, the gradient of a convolution with respect to its input is itself 
 convolution: the output gradient convolved with the kernel flipped along every spatial axis
 and with its input and output channels swapped, padded by ``(K - 1 - before, K - 1 - after)``
 where ``K = (k - 1) * dilation + 1`` is the dilated kernel size and ``(before, after)`` the
-forward padding. On a CPU TensorFlow's ``Conv3DBackpropInputV2`` runs ~5x slower than a
-forward ``Conv3D`` of the same size, so computing that gradient as a forward convolution
-makes a decoder training step markedly cheaper. Forward pass, kernel gradient and bias
-gradient are the stock ones.
+forward padding. Forward pass, kernel gradient and bias gradient are the stock ones.
+
+When it pays (``benchmarks/bench_fastconv.py``, 2 CPU cores, TF 2.21): with TensorFlow's
+own CPU kernels (``TF_ENABLE_ONEDNN_OPTS=0``) ``Conv3DBackpropInputV2`` costs several
+forward convolutions and FastConv3D halves a decoder convolution's training cost. With
+oneDNN (TensorFlow's default on x86) the stock input gradient already runs as a
+flipped-kernel forward convolution, bit for bit, and FastConv3D gains nothing.
 """
 
 from __future__ import annotations
