@@ -113,7 +113,7 @@ def flipped_kernel_conv3d(
 
 @keras.saving.register_keras_serializable(package="planar3d")
 class FastConv3D(keras.layers.Conv3D):
-    """``keras.layers.Conv3D`` with a cheaper input gradient on the CPU; same results.
+    """``keras.layers.Conv3D`` with a cheaper CPU input gradient when oneDNN is off; same results.
 
     Same constructor, config and weights as ``keras.layers.Conv3D`` (kernel `(kd, kh, kw,
     Cin, filters)` and bias), so replacing one by the other changes neither parameter counts
