@@ -5,18 +5,19 @@ planar ones; the ACS paper (Baheti et al. 2023) says ACS adds no compute, memory
 parameters. This measures all four encoder mappings of ``build_model(mapping=...)`` on one
 window size: the whole res-u-net (decoder identical in every variant), 1-channel input.
 
-Every (mapping, phase) runs in a fresh subprocess (this script with ``--child``) so that its
-peak resident memory (``getrusage`` ``ru_maxrss``) is its own:
-- phase ``forward``: inference, ``model(x, training=False)`` in a ``tf.function``;
-- phase ``train``: ``model.compile(Adam, bce_dice_loss)`` + ``train_on_batch`` (encoder frozen
-  for the pretrained mappings, trained for ``none``, as ``build_model`` defaults).
-Times are medians of ``--repeats`` runs after one warm-up; the whole set runs ``--rounds``
-times (order reversed every other round) and each figure keeps the fastest round, the one
-least disturbed by other work on the machine (peak RSS: the largest). "above runtime" is the
-peak minus the RSS after importing TensorFlow (before any model is built). Writes
-``docs/compare_mappings.md`` and ``docs/compare_mappings.png`` (ratios to planar).
+Two phases per mapping:
+- ``forward``: inference, ``model(x, training=False)`` in a ``tf.function``;
+- ``train``: ``model.compile(Adam, bce_dice_loss)`` + ``train_on_batch`` (encoder frozen for
+  the pretrained mappings, trained for ``none``, as ``build_model`` defaults).
+Memory: every (mapping, phase) runs once (warm-up + one run) in a fresh subprocess (this
+script with ``--child``), so its peak resident memory (``getrusage`` ``ru_maxrss``) is its
+own; "above runtime" is the peak minus the RSS after importing TensorFlow, Keras and
+planar3d (before any model is built). Time: one more subprocess builds every mapping and times all phases interleaved
+(medians of ``--repeats`` runs after a warm-up), so load from other work on the machine hits
+every mapping alike. Writes ``docs/compare_mappings.md`` and ``docs/compare_mappings.png``
+(ratios to planar).
 
-    python benchmarks/compare_mappings.py [--size 64] [--slices 16] [--batch 2] [--repeats 3] [--rounds 2]
+    python benchmarks/compare_mappings.py [--size 64] [--slices 16] [--batch 2] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def _forward_gflop(model, batch: int) -> float:
     return batch * flops / 1e9
 
 
-def _child(args: argparse.Namespace) -> None:
-    """Build one variant, time one phase, print one JSON line."""
+def _variant(args: argparse.Namespace, mapping: str) -> dict:
+    """Build one mapping's model and its two phases as zero-argument callables."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -64,42 +65,55 @@ def _child(args: argparse.Namespace) -> None:
     from planar3d.model import build_model
     from planar3d.weights import WEIGHTS_ENV_VAR
 
-    rss_base = peak_rss_gb()
-    weights = "imagenet" if os.environ.get(WEIGHTS_ENV_VAR) and args.variant != "none" else None
-    model = build_model((args.slices, args.size, args.size, 1), encoder_weights=weights,
-                        mapping=args.variant, seed=0)
+    weights = "imagenet" if os.environ.get(WEIGHTS_ENV_VAR) and mapping != "none" else None
+    model = build_model((args.slices, args.size, args.size, 1), encoder_weights=weights, mapping=mapping, seed=0)
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, size=(args.batch, args.slices, args.size, args.size, 1)).astype("float32")
     y = (rng.random(x.shape) < 0.01).astype("float32")
-    if args.phase == "forward":
-        forward = tf.function(lambda window: model(window, training=False))
-        step = lambda: forward(x).numpy()  # noqa: E731
-    else:
-        model.compile(optimizer=keras.optimizers.Adam(5e-5), loss=bce_dice_loss)
-        step = lambda: model.train_on_batch(x, y)  # noqa: E731
-    seconds = interleaved_medians({args.phase: step}, repeats=args.repeats, warmup=1)[args.phase]
-    print(json.dumps({
-        "variant": args.variant,
-        "phase": args.phase,
+    forward = tf.function(lambda window: model(window, training=False))
+    model.compile(optimizer=keras.optimizers.Adam(5e-5), loss=bce_dice_loss)
+    return {
+        "phases": {"forward": lambda: forward(x).numpy(), "train": lambda: model.train_on_batch(x, y)},
         "params_total": int(model.count_params()),
         "params_trainable": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
         "gflop_forward": _forward_gflop(model, args.batch),
-        "seconds": seconds,
-        "rss_base_gb": rss_base,
-        "rss_peak_gb": peak_rss_gb(),
         "encoder_weights": weights or "random",
-    }))
+    }
 
 
-def _run_child(args: argparse.Namespace, variant: str, phase: str) -> dict:
-    command = [sys.executable, __file__, "--child", "--variant", variant, "--phase", phase,
-               "--size", str(args.size), "--slices", str(args.slices), "--batch", str(args.batch),
-               "--repeats", str(args.repeats)]
+def _child(args: argparse.Namespace) -> None:
+    """Memory child: build one mapping, run one phase (warm-up + one run), print one JSON line."""
+    import planar3d.model  # noqa: F401  (TensorFlow, Keras, planar3d: the runtime, before any model)
+
+    rss_base = peak_rss_gb()
+    variant = _variant(args, args.variant)
+    phase = variant.pop("phases")[args.phase]
+    phase()
+    start = time.perf_counter()
+    phase()
+    print(json.dumps({**variant, "variant": args.variant, "phase": args.phase,
+                      "isolated_seconds": time.perf_counter() - start,
+                      "rss_base_gb": rss_base, "rss_peak_gb": peak_rss_gb()}))
+
+
+def _timing_child(args: argparse.Namespace) -> None:
+    """Timing child: every mapping in one process, all phases interleaved; print one JSON line."""
+    mappings = args.mappings.split(",")
+    functions = {}
+    for mapping in mappings:
+        for phase, function in _variant(args, mapping)["phases"].items():
+            functions[f"{mapping}/{phase}"] = function
+    print(json.dumps(interleaved_medians(functions, repeats=args.repeats, warmup=1)))
+
+
+def _run_child(args: argparse.Namespace, *flags: str) -> dict:
+    command = [sys.executable, __file__, "--child", *flags, "--size", str(args.size), "--slices", str(args.slices),
+               "--batch", str(args.batch), "--repeats", str(args.repeats), "--mappings", args.mappings]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise SystemExit(f"variant {variant} ({phase}) failed with status {done.returncode}:\n{tail}")
+        raise SystemExit(f"child {flags} failed with status {done.returncode}:\n{tail}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["wall_s"] = time.perf_counter() - start
     return result
@@ -150,41 +164,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=64, help="rows = cols of the window (default 64)")
     parser.add_argument("--slices", type=int, default=16, help="slices of the window (default 16)")
     parser.add_argument("--batch", type=int, default=2, help="windows per batch (default 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per phase after one warm-up (default 3)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="runs of the whole set; the fastest round is kept (default 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per phase after one warm-up (default 5)")
     parser.add_argument("--mappings", default=",".join(MAPPING_NAMES),
                         help=f"comma-separated mappings, planar first (default {','.join(MAPPING_NAMES)})")
     parser.add_argument("--out", type=Path, default=DOCS, help=f"folder for the .md and .png (default {DOCS})")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=MAPPING_NAMES, help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args)
+        _timing_child(args) if args.timing else _child(args)
         return
     mappings = [m.strip() for m in args.mappings.split(",") if m.strip()]
     if not mappings or mappings[0] != "planar" or any(m not in MAPPING_NAMES for m in mappings):
         parser.error(f"--mappings must start with planar and use {MAPPING_NAMES}. Received: --mappings={args.mappings}")
 
     command = "python benchmarks/compare_mappings.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"window {args.batch} x {args.slices}x{args.size}x{args.size}x1, {args.repeats} repeats, "
-          f"{args.rounds} rounds; one fresh process per mapping and phase", flush=True)
+    args.mappings = ",".join(mappings)
+    print(f"window {args.batch} x {args.slices}x{args.size}x{args.size}x1; memory: one fresh process per "
+          f"mapping and phase; time: all interleaved in one process, {args.repeats} repeats", flush=True)
+    load_before = os.getloadavg()[1]
     results: dict[str, dict[str, dict]] = {mapping: {} for mapping in mappings}
-    for round_index in range(args.rounds):
-        for mapping in (mappings if round_index % 2 == 0 else mappings[::-1]):
-            for phase in PHASES:
-                row = _run_child(args, mapping, phase)
-                print(f"  round {round_index + 1} {mapping:8s} {phase:8s} {row['seconds']:7.2f} s  "
-                      f"peak RSS {row['rss_peak_gb']:.2f} GB (runtime {row['rss_base_gb']:.2f} GB)  "
-                      f"[{row['wall_s']:.0f} s wall]", flush=True)
-                kept = results[mapping].get(phase)
-                if kept is not None:
-                    seconds = min(row["seconds"], kept["seconds"])
-                    if _above_runtime(kept) > _above_runtime(row):
-                        row.update(rss_peak_gb=kept["rss_peak_gb"], rss_base_gb=kept["rss_base_gb"])
-                    row["seconds"] = seconds
-                results[mapping][phase] = row
+    for mapping in mappings:
+        for phase in PHASES:
+            row = _run_child(args, "--variant", mapping, "--phase", phase)
+            results[mapping][phase] = row
+            print(f"  {mapping:8s} {phase:8s} peak RSS {row['rss_peak_gb']:.2f} GB (runtime {row['rss_base_gb']:.2f} GB), "
+                  f"one isolated run {row['isolated_seconds']:.2f} s  [{row['wall_s']:.0f} s wall]", flush=True)
+    timing = _run_child(args, "--timing")
+    print(f"  interleaved timing [{timing.pop('wall_s'):.0f} s wall]: "
+          + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in timing.items()), flush=True)
+    for mapping in mappings:
+        for phase in PHASES:
+            results[mapping][phase]["seconds"] = timing[f"{mapping}/{phase}"]
 
     import matplotlib
 
@@ -200,10 +213,10 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Whole res-u-net, 1-channel input, batch {args.batch} × {args.slices}×{args.size}×{args.size}; "
         f"pretrained encoders from `{weights}` VGG16 weights (timings do not depend on the values); "
-        "encoder frozen for planar/acs/inflate, trained for none. Times are medians of "
-        f"{args.repeats} runs after a warm-up, fastest of {args.rounds} rounds; every mapping and "
-        "phase in its own process, peak "
-        "RSS from `getrusage` (in brackets: above the RSS after importing TensorFlow; the "
+        "encoder frozen for planar/acs/inflate, trained for none. Times: medians of "
+        f"{args.repeats} runs after a warm-up, all mappings and phases interleaved in one process. "
+        "Memory: every mapping and phase in its own process (warm-up + one run), peak "
+        "RSS from `getrusage` (in brackets: above the RSS after importing TensorFlow and planar3d; the "
         "memory ratios use that part). Forward GFLOP counted analytically from the kernels.",
         "",
         *table,
@@ -212,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Command: `{command.strip()}`",
         "",
-        f"Machine: {machine()}",
+        f"Machine: {machine()}. Load average (5 min) {load_before:.1f} at the start, "
+        f"{os.getloadavg()[1]:.1f} at the end (other processes share the cores).",
         "",
     ]
     markdown = write_text_atomic(args.out / "compare_mappings.md", "\n".join(lines))
