@@ -71,6 +71,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eval-space", choices=("native", "resampled"),
                        help="metrics on the scan's grid (default) or in the resampled cube (reference code)")
     group.add_argument("--phantom-scale", type=float, help="built-in phantom grid scale (default: the phantom's default)")
+    group.add_argument("--phantom-n-per-centre", type=int, help="built-in phantom subjects per centre (default 5, as MSSEG-2016)")
 
 
 def config_from_args(args: argparse.Namespace, **extra) -> Config:
@@ -78,7 +79,7 @@ def config_from_args(args: argparse.Namespace, **extra) -> Config:
     names = ("data", "cache_dir", "size", "window", "stride", "channels", "epochs", "batch_size", "lr",
              "lr_decay", "patience", "empty_window_weight", "encoder_weights", "bottleneck_init", "mapping",
              "freeze_encoder", "seed", "mixed_precision", "strategy", "threshold", "threshold_rule", "blend",
-             "tta", "eval_space", "phantom_scale")
+             "tta", "eval_space", "phantom_scale", "phantom_n_per_centre")
     overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
     overrides.update(extra)
     return make_config(args.preset, **overrides)

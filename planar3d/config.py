@@ -37,7 +37,7 @@ class Config:
         cache_dir: preprocessed-volume cache; ``None`` for the default.
         size: edge of the resampled cube (paper: 256), a multiple of 16.
         robust_normalisation: percentile instead of min-max intensity scaling.
-        phantom_scale, phantom_lesion_load: built-in phantom options.
+        phantom_scale, phantom_n_per_centre, phantom_lesion_load: built-in phantom options.
     Windows: window (slices per window, 16) and stride (8); channels of the model input (1:
         grey, 3: the paper's repeated grey); empty_window_weight (1 keeps all windows as
         the paper, 0 drops windows without lesion voxels).
@@ -57,6 +57,7 @@ class Config:
     size: int = 256
     robust_normalisation: bool = False
     phantom_scale: float | None = None
+    phantom_n_per_centre: int = 5
     phantom_lesion_load: float | None = None
     window: int = 16
     stride: int = 8

@@ -1,0 +1,148 @@
+"""Five-fold cross-validation as in the paper: ``python -m planar3d.crossval``.
+
+Runs the folds of ``--folds`` (default: the preset's) one after another, or one per GPU
+with ``--parallel``; finished folds are reused, so an interrupted cross-validation goes
+on where it stopped. Writes ``results.csv`` (one row per test scan), ``summary.md`` (the
+paper's Table 2 layout with the paper's figures beside ours) and ``boxplot.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from planar3d.atomic import write_text_atomic
+from planar3d.cli import add_config_flags, config_from_args, make_parser, run_cli
+from planar3d.config import Config
+from planar3d.errors import Planar3DError
+
+__all__ = ["PAPER_TABLE2", "main", "run_crossval", "summary_markdown"]
+
+#: Kolarik et al. 2020, Table 2: mean ± std per centre and overall.
+PAPER_TABLE2 = {
+    "dice": {"01": (0.69, 0.11), "07": (0.50, 0.11), "08": (0.64, 0.09), "overall": (0.61, 0.05)},
+    "sensitivity": {"01": (0.61, 0.14), "07": (0.45, 0.13), "08": (0.72, 0.16), "overall": (0.60, 0.10)},
+}
+
+
+def summary_markdown(rows: Sequence[dict], config: Config) -> str:
+    """The paper's Table 2 layout: mean ± std of Dice and sensitivity per centre and overall."""
+    from planar3d.metrics import summarise
+
+    summary = summarise(rows, by="centre", keys=("dice", "sensitivity"))
+    groups = list(summary)
+    data_name = "built-in phantom (NOT MSSEG-2016)" if config.data is None else config.data
+    lines = [
+        f"# Cross-validation results ({config.preset} preset)",
+        "",
+        f"Data: {data_name}; {len(rows)} test scans; metrics in "
+        f"{'native' if config.eval_space == 'native' else 'resampled'} space; threshold "
+        f"{config.threshold:g} ({config.threshold_rule}); std over scans (population).",
+        "",
+        "| metric | " + " | ".join(f"centre {g}" if g != "overall" else "overall" for g in groups) + " |",
+        "|---|" + "---|" * len(groups),
+    ]
+    for key in ("dice", "sensitivity"):
+        ours = [f"{summary[g][key]['mean']:.2f} ± {summary[g][key]['std']:.2f} (n={summary[g][key]['n']})" for g in groups]
+        lines.append(f"| {key} (planar3d) | " + " | ".join(ours) + " |")
+        paper = [
+            "%.2f ± %.2f" % PAPER_TABLE2[key][g] if g in PAPER_TABLE2[key] else "—" for g in groups
+        ]
+        lines.append(f"| {key} (paper, MSSEG-2016) | " + " | ".join(paper) + " |")
+    lines += ["", "Per-scan values: `results.csv`; box plot: `boxplot.png`.", ""]
+    return "\n".join(lines)
+
+
+def _visible_gpus() -> int:
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def _run_parallel(folds: Sequence[int], out: Path, argv: Sequence[str]) -> None:
+    """One training subprocess per GPU (``CUDA_VISIBLE_DEVICES``), folds queued over them."""
+    gpus = _visible_gpus()
+    if gpus < 2:
+        raise Planar3DError(f"--parallel needs several GPUs. Received: {gpus} visible")
+    pending = list(folds)
+    running: dict[int, subprocess.Popen] = {}
+    failed = []
+    while pending or running:
+        for gpu in range(gpus):
+            if gpu not in running and pending:
+                fold = pending.pop(0)
+                env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+                command = [sys.executable, "-m", "planar3d.train", "--fold", str(fold), "--out", str(out), *argv]
+                running[gpu] = subprocess.Popen(command, env=env)
+        for gpu, process in list(running.items()):
+            if process.poll() is not None:
+                if process.returncode:
+                    failed.append(process.args[4])
+                del running[gpu]
+    if failed:
+        raise Planar3DError(f"training failed for folds {failed}; see their output above")
+
+
+def run_crossval(config: Config, out: str | Path, folds: Sequence[int] | None = None, overwrite: bool = False,
+                 parallel_argv: Sequence[str] | None = None) -> list[dict]:
+    """Train and evaluate every fold, then write results.csv, summary.md and boxplot.png."""
+    from planar3d.plots import plot_metric_boxplots
+    from planar3d.train import _read_metrics, train_fold, write_rows
+
+    out = Path(out)
+    folds = list(config.folds if folds is None else folds)
+    if parallel_argv is not None:
+        _run_parallel(folds, out, parallel_argv)
+        rows = [row for fold in folds for row in _read_metrics(out / f"fold_{fold}" / "metrics.csv")]
+    else:
+        rows = [row for fold in folds for row in train_fold(config, fold, out, overwrite=overwrite)]
+    write_rows(out / "results.csv", rows)
+    write_text_atomic(out / "summary.md", summary_markdown(rows, config))
+    plot_metric_boxplots(rows, metrics=("dice", "sensitivity"), by="centre", path=out / "boxplot.png",
+                         title=f"planar3d {config.preset}: per-scan test metrics", paper=PAPER_TABLE2)
+    return rows
+
+
+@run_cli
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("Cross-validate the planar 3D res-u-net (paper: 5 folds, 3 test scans each).",
+                         "planar3d.crossval")
+    parser.add_argument("--folds", type=int, nargs="+", help="folds to run (default: the preset's; paper 0 1 2 3 4)")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
+    parser.add_argument("--overwrite", action="store_true", help="discard existing fold results")
+    parser.add_argument("--parallel", action="store_true", help="one fold per visible GPU, in subprocesses")
+    add_config_flags(parser)
+    args = parser.parse_args(argv)
+    config = config_from_args(args, folds=args.folds)
+    out = Path(args.out or f"runs/{config.preset}")
+    passthrough = None
+    if args.parallel:
+        raw = list(sys.argv[1:] if argv is None else argv)
+        passthrough = [a for a in raw if a != "--parallel"]
+        passthrough = _without_option(passthrough, ("--folds", "--out"))
+    rows = run_crossval(config, out, overwrite=args.overwrite, parallel_argv=passthrough)
+    print((out / "summary.md").read_text(encoding="utf-8"))
+    print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\nbox plot: {out / 'boxplot.png'}\n"
+          f"per fold (model, masks, curves, overlays): {out}/fold_<k>/")
+    return 0 if rows else 1
+
+
+def _without_option(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """Drop options (and their values) that the parent sets itself."""
+    kept, skipping = [], False
+    for item in argv:
+        if item in names:
+            skipping = True
+            continue
+        if skipping and not item.startswith("--"):
+            continue
+        skipping = False
+        kept.append(item)
+    return kept
+
+
+if __name__ == "__main__":
+    sys.exit(main())
