@@ -241,7 +241,7 @@ def check_same_grid(reference_img, img, path: str | Path, reference_path: str | 
     difference = float(np.max(np.abs(np.asarray(img.affine, float) - np.asarray(reference_img.affine, float))))
     if not difference <= AFFINE_TOLERANCE:
         raise InputFileError(
-            path, f"grid differs from the reference {reference_path} (affine differs by {difference:.3g} > {AFFINE_TOLERANCE:g})"
+            path, f"grid differs from the reference {reference_path} (affine differs by {difference:.2g} > {AFFINE_TOLERANCE:g})"
         )
 
 
