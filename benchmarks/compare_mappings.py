@@ -10,11 +10,14 @@ Two phases per mapping:
 - ``train``: ``model.compile(Adam, bce_dice_loss)`` + ``train_on_batch`` (encoder frozen for
   the pretrained mappings, trained for ``none``, as ``build_model`` defaults).
 Memory: every (mapping, phase) runs once (warm-up + one run) in a fresh subprocess (this
-script with ``--child``), so its peak resident memory (``getrusage`` ``ru_maxrss``) is its
-own; "above runtime" is the peak minus the RSS after importing TensorFlow, Keras and
-planar3d (before any model is built). Time: one more subprocess builds every mapping and times all phases interleaved
-(medians of ``--repeats`` runs after a warm-up), so load from other work on the machine hits
-every mapping alike. Writes ``docs/compare_mappings.md`` and ``docs/compare_mappings.png``
+script with ``--child``), so its peak resident memory is its own. Two figures: the whole
+process's peak RSS (``getrusage`` ``ru_maxrss``: runtime, weight loading and mapping,
+model, computation), and the *working memory* of the computation: the peak RSS while the
+phase runs (high-water mark reset through ``/proc/self/clear_refs`` once the model is
+built) minus the RSS at that moment (activations, gradients, optimizer slots). Time: one
+more subprocess builds every mapping and times all phases interleaved (medians of
+``--repeats`` runs after a warm-up), so load from other work on the machine hits every
+mapping alike. Writes ``docs/compare_mappings.md`` and ``docs/compare_mappings.png``
 (ratios to planar).
 
     python benchmarks/compare_mappings.py [--size 64] [--slices 16] [--batch 2] [--repeats 5]
@@ -23,8 +26,10 @@ every mapping alike. Writes ``docs/compare_mappings.md`` and ``docs/compare_mapp
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -55,6 +60,22 @@ def _forward_gflop(model, batch: int) -> float:
     return batch * flops / 1e9
 
 
+def _rss_gb(field: str) -> float:
+    """``VmRSS`` (current) or ``VmHWM`` (peak since the last reset) of this process, GB."""
+    with open("/proc/self/status") as handle:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", handle.read(), re.M).group(1)) / 1e6
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (Linux >= 4.0); False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _variant(args: argparse.Namespace, mapping: str) -> dict:
     """Build one mapping's model and its two phases as zero-argument callables."""
     import keras
@@ -83,17 +104,21 @@ def _variant(args: argparse.Namespace, mapping: str) -> dict:
 
 def _child(args: argparse.Namespace) -> None:
     """Memory child: build one mapping, run one phase (warm-up + one run), print one JSON line."""
-    import planar3d.model  # noqa: F401  (TensorFlow, Keras, planar3d: the runtime, before any model)
-
-    rss_base = peak_rss_gb()
     variant = _variant(args, args.variant)
     phase = variant.pop("phases")[args.phase]
+    gc.collect()
+    build_peak = peak_rss_gb()
+    built = _rss_gb("VmRSS")
+    if not _reset_peak_rss():
+        raise SystemExit("cannot reset the peak RSS (/proc/self/clear_refs): working memory unmeasurable")
     phase()
     start = time.perf_counter()
     phase()
-    print(json.dumps({**variant, "variant": args.variant, "phase": args.phase,
-                      "isolated_seconds": time.perf_counter() - start,
-                      "rss_base_gb": rss_base, "rss_peak_gb": peak_rss_gb()}))
+    seconds = time.perf_counter() - start
+    run_peak = _rss_gb("VmHWM")
+    print(json.dumps({**variant, "variant": args.variant, "phase": args.phase, "isolated_seconds": seconds,
+                      "rss_peak_gb": max(build_peak, run_peak), "rss_built_gb": built,
+                      "working_gb": run_peak - built}))
 
 
 def _timing_child(args: argparse.Namespace) -> None:
@@ -119,43 +144,42 @@ def _run_child(args: argparse.Namespace, *flags: str) -> dict:
     return result
 
 
-def _above_runtime(row: dict) -> float:
-    """Peak RSS above the RSS of the bare runtime (TensorFlow imported, no model), GB."""
-    return row["rss_peak_gb"] - row["rss_base_gb"]
-
-
 def _table(results: dict[str, dict[str, dict]], mappings: list[str]) -> list[str]:
     base = {phase: results["planar"][phase] for phase in PHASES}
-    above = _above_runtime
-
     lines = [
         "| mapping | params total | params trainable | forward GFLOP | forward s | × planar | "
-        "train step s | × planar | peak RSS forward GB (above runtime) | × planar | "
-        "peak RSS train GB (above runtime) | × planar |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "train step s | × planar | forward: peak RSS GB | working GB | × planar | "
+        "training: peak RSS GB | working GB | × planar |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mapping in mappings:
-        forward, train = results[mapping]["forward"], results[mapping]["train"]
-        lines.append(
-            f"| {mapping} | {forward['params_total']:,} | {train['params_trainable']:,} | "
-            f"{forward['gflop_forward']:.1f} | {forward['seconds']:.2f} | "
-            f"{forward['seconds'] / base['forward']['seconds']:.2f} | {train['seconds']:.2f} | "
-            f"{train['seconds'] / base['train']['seconds']:.2f} | "
-            f"{forward['rss_peak_gb']:.2f} ({above(forward):.2f}) | {above(forward) / above(base['forward']):.2f} | "
-            f"{train['rss_peak_gb']:.2f} ({above(train):.2f}) | {above(train) / above(base['train']):.2f} |"
-        )
+        cells = [mapping, f"{results[mapping]['forward']['params_total']:,}",
+                 f"{results[mapping]['train']['params_trainable']:,}",
+                 f"{results[mapping]['forward']['gflop_forward']:.1f}"]
+        for phase in PHASES:
+            row = results[mapping][phase]
+            cells += [f"{row['seconds']:.2f}", f"{row['seconds'] / base[phase]['seconds']:.2f}"]
+        for phase in PHASES:
+            row = results[mapping][phase]
+            cells += [f"{row['rss_peak_gb']:.2f}", f"{row['working_gb']:.3f}",
+                      f"{row['working_gb'] / base[phase]['working_gb']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def _ratios(results: dict[str, dict[str, dict]], mappings: list[str]) -> dict[str, list[float]]:
-    rss = _above_runtime
     base = results["planar"]
+
+    def ratio(phase: str, key: str) -> list[float]:
+        return [results[m][phase][key] / base[phase][key] for m in mappings]
+
     return {
-        "parameters": [results[m]["forward"]["params_total"] / base["forward"]["params_total"] for m in mappings],
-        "forward time": [results[m]["forward"]["seconds"] / base["forward"]["seconds"] for m in mappings],
-        "training step time": [results[m]["train"]["seconds"] / base["train"]["seconds"] for m in mappings],
-        "peak RSS forward": [rss(results[m]["forward"]) / rss(base["forward"]) for m in mappings],
-        "peak RSS training": [rss(results[m]["train"]) / rss(base["train"]) for m in mappings],
+        "parameters": ratio("forward", "params_total"),
+        "forward time": ratio("forward", "seconds"),
+        "training step time": ratio("train", "seconds"),
+        "working memory forward": ratio("forward", "working_gb"),
+        "working memory training": ratio("train", "working_gb"),
+        "peak RSS training": ratio("train", "rss_peak_gb"),
     }
 
 
@@ -190,8 +214,9 @@ def main(argv: list[str] | None = None) -> None:
         for phase in PHASES:
             row = _run_child(args, "--variant", mapping, "--phase", phase)
             results[mapping][phase] = row
-            print(f"  {mapping:8s} {phase:8s} peak RSS {row['rss_peak_gb']:.2f} GB (runtime {row['rss_base_gb']:.2f} GB), "
-                  f"one isolated run {row['isolated_seconds']:.2f} s  [{row['wall_s']:.0f} s wall]", flush=True)
+            print(f"  {mapping:8s} {phase:8s} peak RSS {row['rss_peak_gb']:.2f} GB, built {row['rss_built_gb']:.2f} GB, "
+                  f"working {row['working_gb']:.3f} GB, one isolated run {row['isolated_seconds']:.2f} s  "
+                  f"[{row['wall_s']:.0f} s wall]", flush=True)
     timing = _run_child(args, "--timing")
     print(f"  interleaved timing [{timing.pop('wall_s'):.0f} s wall]: "
           + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in timing.items()), flush=True)
@@ -215,9 +240,11 @@ def main(argv: list[str] | None = None) -> None:
         f"pretrained encoders from `{weights}` VGG16 weights (timings do not depend on the values); "
         "encoder frozen for planar/acs/inflate, trained for none. Times: medians of "
         f"{args.repeats} runs after a warm-up, all mappings and phases interleaved in one process. "
-        "Memory: every mapping and phase in its own process (warm-up + one run), peak "
-        "RSS from `getrusage` (in brackets: above the RSS after importing TensorFlow and planar3d; the "
-        "memory ratios use that part). Forward GFLOP counted analytically from the kernels.",
+        "Memory: every mapping and phase in its own process (warm-up + one run). *Peak RSS*: the "
+        "whole process (`getrusage`; includes TensorFlow, loading and mapping the VGG16 weights, the "
+        "model). *Working*: peak RSS while the phase runs (high-water mark reset once the model is "
+        "built) minus the RSS at that moment: activations, gradients, optimizer slots; the memory "
+        "ratios use it. Forward GFLOP counted analytically from the kernels.",
         "",
         *table,
         "",

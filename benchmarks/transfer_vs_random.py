@@ -65,6 +65,43 @@ def _plot_curves(curves: dict[str, dict[int, list[float]]], path: Path, title: s
     save_figure(figure, path)
 
 
+def _write_outputs(args: argparse.Namespace, argv: list[str] | None, curves: dict, test: dict, epochs: int) -> None:
+    """Write the Markdown table and the curve PNG from the runs finished so far."""
+    from planar3d.atomic import write_text_atomic
+
+    variants = [v for v in curves if curves[v]]
+    seeds = sorted({seed for v in variants for seed in curves[v]})
+    lines = [
+        "# Transfer vs random encoders at the same budget",
+        "",
+        f"Preset `{args.preset}`, {epochs} epochs, fold {args.fold}, seeds {seeds}, data: "
+        f"{args.data or 'built-in phantom'}; early stopping off; the test uses the best epoch by "
+        "validation loss. Test Dice per held-out scan at the preset's threshold.",
+        "",
+        "| variant | seed | validation Dice per epoch | test Dice per scan | mean test Dice |",
+        "|---|---:|---|---|---:|",
+    ]
+    for variant in variants:
+        for seed in sorted(test[variant]):
+            rows = test[variant][seed]
+            val = ", ".join(f"{d:.3f}" for d in curves[variant][seed])
+            per_scan = ", ".join(f"{row['patient']} {row['dice']:.3f}" for row in rows)
+            mean = statistics.mean(row["dice"] for row in rows)
+            lines.append(f"| {variant} | {seed} | {val} | {per_scan} | {mean:.3f} |")
+    lines += ["", "| variant | mean test Dice over seeds and scans | sd over seeds |", "|---|---:|---:|"]
+    for variant in variants:
+        means = [statistics.mean(r["dice"] for r in test[variant][s]) for s in sorted(test[variant])]
+        spread = f"{statistics.stdev(means):.3f}" if len(means) > 1 else "n/a (1 seed)"
+        lines.append(f"| {variant} | {statistics.mean(means):.3f} | {spread} |")
+    command = "python benchmarks/transfer_vs_random.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines += ["", "![validation Dice per epoch](transfer_vs_random.png)", "",
+              f"Command: `{command.strip()}`", "", f"Machine: {machine()}", ""]
+    markdown = write_text_atomic(args.docs / "transfer_vs_random.md", "\n".join(lines))
+    figure = args.docs / "transfer_vs_random.png"
+    _plot_curves(curves, figure, f"validation Dice, preset {args.preset}, fold {args.fold}")
+    print(f"wrote {markdown} and {figure}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="demo", help="configuration preset (default demo)")
@@ -84,7 +121,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--variants must be among {list(VARIANTS)}. Received: --variants={args.variants}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
-    from planar3d.atomic import write_text_atomic
     from planar3d.config import make_config
     from planar3d.train import train_fold
 
@@ -107,37 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"seed {seed} {variant}: val Dice {[round(d, 3) for d in curves[variant][seed]]}, "
                   f"test Dice {[round(r['dice'], 3) for r in rows]} "
                   f"[{time.perf_counter() - start:.0f} s so far]", flush=True)
-
-    lines = [
-        "# Transfer vs random encoders at the same budget",
-        "",
-        f"Preset `{args.preset}`, {epochs} epochs, fold {args.fold}, seeds {seeds}, data: "
-        f"{args.data or 'built-in phantom'}; early stopping off; the test uses the best epoch by "
-        "validation loss. Test Dice per held-out scan at the preset's threshold.",
-        "",
-        "| variant | seed | validation Dice per epoch | test Dice per scan | mean test Dice |",
-        "|---|---:|---|---|---:|",
-    ]
-    for variant in variants:
-        for seed in seeds:
-            rows = test[variant][seed]
-            val = ", ".join(f"{d:.3f}" for d in curves[variant][seed])
-            per_scan = ", ".join(f"{row['patient']} {row['dice']:.3f}" for row in rows)
-            mean = statistics.mean(row["dice"] for row in rows)
-            lines.append(f"| {variant} | {seed} | {val} | {per_scan} | {mean:.3f} |")
-    lines += ["", "| variant | mean test Dice over seeds and scans | sd over seeds |", "|---|---:|---:|"]
-    for variant in variants:
-        means = [statistics.mean(r["dice"] for r in test[variant][s]) for s in seeds]
-        spread = f"{statistics.stdev(means):.3f}" if len(means) > 1 else "n/a (1 seed)"
-        lines.append(f"| {variant} | {statistics.mean(means):.3f} | {spread} |")
-    command = "python benchmarks/transfer_vs_random.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines += ["", "![validation Dice per epoch](transfer_vs_random.png)", "",
-              f"Command: `{command.strip()}`", "", f"Machine: {machine()}", ""]
-    print("\n".join(lines))
-    markdown = write_text_atomic(args.docs / "transfer_vs_random.md", "\n".join(lines))
-    figure = args.docs / "transfer_vs_random.png"
-    _plot_curves(curves, figure, f"validation Dice, preset {args.preset}, fold {args.fold}")
-    print(f"wrote {markdown} and {figure}")
+            _write_outputs(args, argv, curves, test, epochs)
 
 
 if __name__ == "__main__":
