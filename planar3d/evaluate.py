@@ -460,8 +460,8 @@ def evaluate(
     else:
         pairs, reference_only, prediction_only = match_pairs(references, predictions)
     if reference_only or prediction_only:
-        print(f"warning: unmatched patient ids: reference only {reference_only or '-'}; "
-              f"prediction only {prediction_only or '-'}", file=sys.stderr)
+        print(f"warning: unmatched patient ids: reference only {reference_only or 'none'}; "
+              f"prediction only {prediction_only or 'none'}", file=sys.stderr)
     if not pairs:
         raise Planar3DError(
             f"no patient id is both in {reference} ({len(references)} masks) and in {prediction} "
