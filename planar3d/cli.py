@@ -61,6 +61,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     _bool_flag(group, "--freeze-encoder", "freeze the pretrained encoder and bottleneck (paper: yes)")
     group.add_argument("--seed", type=int, help="seed of initialisers, shuffling and phantom (default 0)")
     _bool_flag(group, "--mixed-precision", "Keras mixed_float16 policy (GPU); output and loss stay float32")
+    _bool_flag(group, "--deterministic", "TensorFlow op determinism (default on: a resumed run ends exactly as an uninterrupted one)")
     group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
                        help="tf.distribute strategy: one device, all local GPUs, or several machines via TF_CONFIG")
     group.add_argument("--threshold", type=float, help="probability threshold (paper 16/256 = 0.0625)")
@@ -78,7 +79,7 @@ def config_from_args(args: argparse.Namespace, **extra) -> Config:
     """Build the effective :class:`Config`: preset, then every flag that was given."""
     names = ("data", "cache_dir", "size", "window", "stride", "channels", "epochs", "batch_size", "lr",
              "lr_decay", "patience", "empty_window_weight", "encoder_weights", "bottleneck_init", "mapping",
-             "freeze_encoder", "seed", "mixed_precision", "strategy", "threshold", "threshold_rule", "blend",
+             "freeze_encoder", "seed", "mixed_precision", "deterministic", "strategy", "threshold", "threshold_rule", "blend",
              "tta", "eval_space", "phantom_scale", "phantom_n_per_centre")
     overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
     overrides.update(extra)

@@ -45,7 +45,8 @@ class Config:
         bottleneck_init, mapping.
     Training: batch_size, epochs, lr (Adam), lr_decay (Keras-2 per-step inverse-time
         decay: lr / (1 + decay * step)), patience (early stopping on val_loss), seed,
-        mixed_precision, strategy.
+        mixed_precision, deterministic (TensorFlow op determinism: bit-reproducible runs and
+        resumes; turn off if a GPU op has no deterministic kernel), strategy.
     Inference: threshold (on probabilities; paper 16/256), threshold_rule, blend, tta,
         eval_space (``native``: metrics on the scan's own grid; ``resampled``: in the
         size³ space, as the reference code).
@@ -74,6 +75,7 @@ class Config:
     patience: int = 40
     seed: int = 0
     mixed_precision: bool = False
+    deterministic: bool = True
     strategy: str = "default"
     threshold: float = 16 / 256
     threshold_rule: str = "fixed"
@@ -141,7 +143,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # differences from the paper are listed in docs/deviations.md.
     "demo": {
         "size": 64,
-        "epochs": 4,
+        "epochs": 3,
         "lr": 1e-3,
         "lr_decay": 0.0,
         "patience": 4,

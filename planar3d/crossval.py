@@ -18,13 +18,15 @@ from planar3d.atomic import write_text_atomic
 from planar3d.cli import add_config_flags, config_from_args, make_parser, run_cli
 from planar3d.config import Config
 from planar3d.errors import Planar3DError
+from planar3d.plots import paper_table2
 
 __all__ = ["PAPER_TABLE2", "main", "run_crossval", "summary_markdown"]
 
-#: Kolarik et al. 2020, Table 2: mean ± std per centre and overall.
+#: Kolarik et al. 2020, Table 2: mean ± std per centre and ``"overall"``
+#: (the same figures as :func:`planar3d.plots.paper_table2`, which names the overall group "all").
 PAPER_TABLE2 = {
-    "dice": {"01": (0.69, 0.11), "07": (0.50, 0.11), "08": (0.64, 0.09), "overall": (0.61, 0.05)},
-    "sensitivity": {"01": (0.61, 0.14), "07": (0.45, 0.13), "08": (0.72, 0.16), "overall": (0.60, 0.10)},
+    metric: {("overall" if centre == "all" else centre): value for centre, value in table.items()}
+    for metric, table in paper_table2().items()
 }
 
 
@@ -102,7 +104,7 @@ def run_crossval(config: Config, out: str | Path, folds: Sequence[int] | None = 
     write_rows(out / "results.csv", rows)
     write_text_atomic(out / "summary.md", summary_markdown(rows, config))
     plot_metric_boxplots(rows, metrics=("dice", "sensitivity"), by="centre", path=out / "boxplot.png",
-                         title=f"planar3d {config.preset}: per-scan test metrics", paper=PAPER_TABLE2)
+                         title=f"planar3d {config.preset}: per-scan test metrics", paper=paper_table2())
     return rows
 
 

@@ -89,6 +89,14 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
+def mixed_precision_policy() -> str:
+    """``mixed_float16`` on a GPU; ``mixed_bfloat16`` on a CPU (TensorFlow has no float16
+    MaxPool3D kernel for the CPU)."""
+    import tensorflow as tf
+
+    return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+
+
 def _compile(model, config: Config) -> None:
     import keras
 
@@ -99,7 +107,7 @@ def _compile(model, config: Config) -> None:
         # Keras 2 "decay": lr / (1 + decay * iterations), per optimizer step.
         learning_rate = keras.optimizers.schedules.InverseTimeDecay(config.lr, 1, config.lr_decay)
     optimizer = keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
-    if config.mixed_precision:
+    if config.mixed_precision and mixed_precision_policy() == "mixed_float16":
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, loss=bce_dice_loss, metrics=[dice_coef], jit_compile=False)
 
@@ -223,9 +231,10 @@ def train_fold(
     by_id = {case.patient_id: case for case in cases}
 
     keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.mixed_precision.set_global_policy(mixed_precision_policy())
     with _strategy(config.strategy).scope():
         model = build_from_config(config)
         _compile(model, config)

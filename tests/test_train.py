@@ -217,3 +217,35 @@ def test_predict_folder_mode_continues_past_a_bad_file(trained, tmp_path, capsys
         assert len(list(csv.DictReader(handle))) == 2
     assert predict.main(["--model", str(out / "fold_2" / "best.keras"), "--input", str(folder), "--output", str(output), "--no-qc"]) == 1
     assert "skip" in capsys.readouterr().out
+
+
+_DISTRIBUTED_SCRIPT = r"""
+import numpy as np, tensorflow as tf, keras
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from planar3d.config import make_config
+from planar3d.train import _compile, _strategy, build_from_config, mixed_precision_policy
+from planar3d.windows import window_dataset
+keras.mixed_precision.set_global_policy(mixed_precision_policy())
+config = make_config("demo", size=32, encoder_weights="none", mixed_precision=True, strategy="mirrored")
+strategy = _strategy(config.strategy)
+with strategy.scope():
+    model = build_from_config(config)
+    _compile(model, config)
+rng = np.random.default_rng(0)
+volumes = [rng.uniform(-1, 1, (32, 32, 32)).astype("float32") for _ in range(2)]
+masks = [(rng.uniform(size=(32, 32, 32)) > 0.99).astype("float32") for _ in range(2)]
+history = model.fit(window_dataset(volumes, masks, 16, 8, batch_size=2), epochs=1, verbose=0)
+print("replicas", strategy.num_replicas_in_sync, "output", model.output.dtype,
+      "compute", model.get_layer("block9_conv2").compute_dtype, "loss", np.isfinite(history.history["loss"][0]))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_cpu_devices_with_mixed_precision():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _DISTRIBUTED_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "replicas 2 output float32 compute bfloat16 loss True" in result.stdout
