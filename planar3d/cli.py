@@ -15,7 +15,7 @@ from typing import Callable
 from planar3d.config import Config, PRESETS, make_config
 from planar3d.errors import Planar3DError
 
-__all__ = ["add_config_flags", "config_from_args", "run_cli"]
+__all__ = ["add_config_flags", "add_run_flags", "config_from_args", "make_parser", "run_cli"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,9 +25,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a flag's default unless its help already states it or it has none."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def make_parser(description: str, prog: str) -> argparse.ArgumentParser:
-    return _Parser(prog=prog, description=description,
-                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return _Parser(prog=prog, description=description, formatter_class=_DefaultsFormatter)
 
 
 def _bool_flag(parser, name: str, help_text: str) -> None:
@@ -73,6 +81,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                        help="metrics on the scan's grid (default) or in the resampled cube (reference code)")
     group.add_argument("--phantom-scale", type=float, help="built-in phantom grid scale (default: the phantom's default)")
     group.add_argument("--phantom-n-per-centre", type=int, help="built-in phantom subjects per centre (default 5, as MSSEG-2016)")
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The run-folder flags of the tools that train: ``--out``, ``--overwrite``, ``--resume``."""
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
+    parser.add_argument("--overwrite", action="store_true", help="discard existing results in the run folder")
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
+                        help="resume an interrupted run from its backup (default: automatically when one exists)")
 
 
 def config_from_args(args: argparse.Namespace, **extra) -> Config:

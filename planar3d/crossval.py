@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from planar3d.atomic import write_text_atomic
-from planar3d.cli import add_config_flags, config_from_args, make_parser, run_cli
+from planar3d.cli import add_config_flags, add_run_flags, config_from_args, make_parser, run_cli
 from planar3d.config import Config
 from planar3d.errors import Planar3DError
 from planar3d.plots import paper_table2
@@ -89,7 +89,7 @@ def _run_parallel(folds: Sequence[int], out: Path, argv: Sequence[str]) -> None:
 
 
 def run_crossval(config: Config, out: str | Path, folds: Sequence[int] | None = None, overwrite: bool = False,
-                 parallel_argv: Sequence[str] | None = None) -> list[dict]:
+                 resume: bool | None = None, parallel_argv: Sequence[str] | None = None) -> list[dict]:
     """Train and evaluate every fold, then write results.csv, summary.md and boxplot.png."""
     from planar3d.plots import plot_metric_boxplots
     from planar3d.train import _read_metrics, train_fold, write_rows
@@ -100,7 +100,7 @@ def run_crossval(config: Config, out: str | Path, folds: Sequence[int] | None = 
         _run_parallel(folds, out, parallel_argv)
         rows = [row for fold in folds for row in _read_metrics(out / f"fold_{fold}" / "metrics.csv")]
     else:
-        rows = [row for fold in folds for row in train_fold(config, fold, out, overwrite=overwrite)]
+        rows = [row for fold in folds for row in train_fold(config, fold, out, overwrite=overwrite, resume=resume)]
     write_rows(out / "results.csv", rows)
     write_text_atomic(out / "summary.md", summary_markdown(rows, config))
     plot_metric_boxplots(rows, metrics=("dice", "sensitivity"), by="centre", path=out / "boxplot.png",
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser("Cross-validate the planar 3D res-u-net (paper: 5 folds, 3 test scans each).",
                          "planar3d.crossval")
     parser.add_argument("--folds", type=int, nargs="+", help="folds to run (default: the preset's; paper 0 1 2 3 4)")
-    parser.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
-    parser.add_argument("--overwrite", action="store_true", help="discard existing fold results")
+    add_run_flags(parser)
     parser.add_argument("--parallel", action="store_true", help="one fold per visible GPU, in subprocesses")
     add_config_flags(parser)
     args = parser.parse_args(argv)
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = list(sys.argv[1:] if argv is None else argv)
         passthrough = [a for a in raw if a != "--parallel"]
         passthrough = _without_option(passthrough, ("--folds", "--out"))
-    rows = run_crossval(config, out, overwrite=args.overwrite, parallel_argv=passthrough)
+    rows = run_crossval(config, out, overwrite=args.overwrite, resume=args.resume, parallel_argv=passthrough)
     print((out / "summary.md").read_text(encoding="utf-8"))
     print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\nbox plot: {out / 'boxplot.png'}\n"
           f"per fold (model, masks, curves, overlays): {out}/fold_<k>/")

@@ -209,18 +209,10 @@ def load_binary_mask(path: str | Path):
         InputFileError: as :func:`planar3d.io.load_nifti` (missing, not NIfTI, corrupt,
             not 3D, NaN), or values other than 0 and 1.
     """
-    from planar3d.io import load_nifti
+    from planar3d.io import check_binary, load_nifti
 
     img = load_nifti(path)
-    data = img.get_fdata(dtype=np.float32)
-    others = data[(data != 0) & (data != 1)]
-    if others.size:
-        raise InputFileError(
-            path,
-            f"mask is not binary: {others.size} voxels have values other than 0 and 1 "
-            f"(e.g. {float(others[0])!r}); binarise it first",
-        )
-    return img, data == 1
+    return img, check_binary(path, img.get_fdata(dtype=np.float32))
 
 
 def check_same_grid(reference_img, img, path: str | Path, reference_path: str | Path) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "load_nifti",
     "load_scan",
     "load_mask",
+    "check_binary",
     "save_nifti",
     "find_dataset",
     "find_msseg2016",
@@ -141,7 +142,16 @@ def load_mask(path: str | os.PathLike, scan_img: nib.Nifti1Image) -> nib.Nifti1I
     if not np.allclose(img.affine, scan_img.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
         worst = float(np.max(np.abs(img.affine - scan_img.affine)))
         raise InputFileError(path, f"mask affine differs from the scan's (by up to {worst:.4g})")
-    data = img.get_fdata(dtype=np.float32)
+    check_binary(path, img.get_fdata(dtype=np.float32))
+    return img
+
+
+def check_binary(path: str | os.PathLike, data: np.ndarray) -> np.ndarray:
+    """Return ``data == 1`` after checking that every voxel is 0 or 1.
+
+    Raises:
+        InputFileError: other values (e.g. a 0/255 mask), named with their count.
+    """
     others = data[(data != 0) & (data != 1)]
     if others.size:
         raise InputFileError(
@@ -149,7 +159,7 @@ def load_mask(path: str | os.PathLike, scan_img: nib.Nifti1Image) -> nib.Nifti1I
             f"mask is not binary: {others.size} voxels have values other than 0 and 1 "
             f"(e.g. {float(others[0])!r}); binarise it first",
         )
-    return img
+    return data == 1
 
 
 def save_nifti(

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from planar3d.atomic import atomic_path, write_text_atomic
-from planar3d.cli import add_config_flags, config_from_args, make_parser, run_cli
+from planar3d.cli import add_config_flags, add_run_flags, config_from_args, make_parser, run_cli
 from planar3d.config import Config, load_config
 from planar3d.data import CachedCase, cv_split, default_cache_dir, load_cases
 from planar3d.errors import Planar3DError
@@ -305,13 +305,6 @@ def evaluate_fold(fold_dir: Path, cases: Sequence[CachedCase], config: Config, f
         print(f"fold {fold} test {case.patient_id}: dice {metrics['dice']:.3f} sensitivity {metrics['sensitivity']:.3f}")
     write_rows(fold_dir / "metrics.csv", rows)
     return rows
-
-
-def add_run_flags(parser) -> None:
-    parser.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
-    parser.add_argument("--overwrite", action="store_true", help="discard existing results in the run folder")
-    parser.add_argument("--resume", action=__import__("argparse").BooleanOptionalAction, default=None,
-                        help="resume an interrupted run from its backup (default: automatically when one exists)")
 
 
 @run_cli

@@ -22,10 +22,16 @@ _DEFAULT_WEIGHTS = (
 )
 
 
+# The README's test command gives the path relative to the repository; notebook kernels and
+# symlinks made by tests resolve paths elsewhere, so make it absolute once, here.
+if os.environ.get("PLANAR3D_VGG16_WEIGHTS"):
+    os.environ["PLANAR3D_VGG16_WEIGHTS"] = str(Path(os.environ["PLANAR3D_VGG16_WEIGHTS"]).resolve())
+
+
 @pytest.fixture(scope="session")
 def vgg16_weights_path() -> Path:
-    """Path of the real VGG16 notop ImageNet weights file."""
-    path = Path(os.environ.get("PLANAR3D_VGG16_WEIGHTS", _DEFAULT_WEIGHTS))
+    """Absolute path of the real VGG16 notop ImageNet weights file."""
+    path = Path(os.environ.get("PLANAR3D_VGG16_WEIGHTS", _DEFAULT_WEIGHTS)).resolve()
     if not path.is_file():
         message = f"VGG16 ImageNet weights not found at {path}; set PLANAR3D_VGG16_WEIGHTS"
         if os.environ.get("CI", "").lower() == "true":

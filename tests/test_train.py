@@ -179,7 +179,11 @@ def test_crossval_summary_and_predict_cli(trained, tmp_path, capsys):
     mask = nib.load(output)
     assert mask.shape == scan.shape
     np.testing.assert_allclose(mask.affine, rotation, atol=1e-6)
-    assert mask.header.get_sform(coded=True)[1] == nib.load(oblique).header.get_sform(coded=True)[1]
+    source = nib.load(oblique).header
+    assert mask.header.get_sform(coded=True)[1] == source.get_sform(coded=True)[1]
+    assert mask.header.get_qform(coded=True)[1] == source.get_qform(coded=True)[1]
+    np.testing.assert_allclose(mask.header.get_qform(), source.get_qform(), atol=1e-5)
+    np.testing.assert_array_equal(mask.header.get_zooms(), source.get_zooms())
     table = json.loads((tmp_path / "out" / "mask_lesions.json").read_text())
     labels = np.asarray(nib.load(tmp_path / "out" / "mask_labels.nii.gz").dataobj)
     assert table["n_lesions"] == labels.max() == len(table["lesions"])
