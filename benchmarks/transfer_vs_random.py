@@ -46,6 +46,7 @@ def _val_dice(log_path: Path) -> list[float]:
 
 def _plot_curves(curves: dict[str, dict[int, list[float]]], path: Path, title: str) -> None:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from planar3d.plots import save_figure
 
@@ -57,6 +58,7 @@ def _plot_curves(curves: dict[str, dict[int, list[float]]], path: Path, title: s
             axes.plot(range(1, len(values) + 1), values, marker="o", markersize=3, color=colours[variant],
                       alpha=0.9 if index == 0 else 0.5, label=variant if index == 0 else None)
     axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("validation Dice (dice_coef, batch-wise)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
