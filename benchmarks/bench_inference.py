@@ -5,7 +5,8 @@ Part 1 (``--size``, default 256 = the paper): one phantom subject on its native 
 through the inference path of :func:`planar3d.predict.predict_scan`, in two fresh processes:
 
 * *staged*: the public functions ``predict_scan`` uses, called in its order and timed one by
-  one: ``load_scan``, ``preprocess``, ``extract_windows``, the model calls alone (all windows,
+  one, each with its peak RSS (high-water mark reset through ``/proc/self/clear_refs``):
+  ``load_scan``, ``preprocess``, ``extract_windows``, the model calls alone (all windows,
   batch ``config.batch_size``), ``recompose``, ``to_native`` (+ clip), ``binarize``,
   ``lesion_table``, ``save_nifti``, the CSV/JSON report and the QC overlay;
 * *end-to-end*: one ``predict_scan`` call (CLI defaults: report and QC overlay), its model
@@ -47,6 +48,19 @@ RSS_GOAL_GB = 6.0
 
 
 # ----------------------------------------------------------------------------- children
+
+
+def _rss_gb(field: str) -> float:
+    """``VmRSS`` (current) or ``VmHWM`` (peak since the last reset) of this process, GB."""
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1e6
+
+
+def _reset_peak_rss() -> None:
+    """Reset this process's RSS high-water mark (Linux >= 4.0), so VmHWM is the peak of one stage."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
 
 
 class _TimedModel:
@@ -95,12 +109,13 @@ def _staged_child(args: argparse.Namespace) -> dict:
     size, window = int(model.input_shape[2]), int(model.input_shape[1])
     config = make_config("paper", size=size, window=window)
     out = Path(args.output_dir)
-    stages: list[tuple[str, float]] = []
+    stages: list[tuple[str, float, float]] = []
 
     def timed(name: str, function):
+        _reset_peak_rss()
         begin = time.perf_counter()
         result = function()
-        stages.append((name, time.perf_counter() - begin))
+        stages.append((name, time.perf_counter() - begin, _rss_gb("VmHWM")))
         return result
 
     scan = timed("load_scan (validated NIfTI read)", lambda: load_scan(args.scan))
@@ -219,16 +234,17 @@ def _part_one(args: argparse.Namespace, scratch: Path, say) -> None:
     staged = _child_result(_run([sys.executable, __file__, "--child", "staged", *common]))
     end = _child_result(_run([sys.executable, __file__, "--child", "end-to-end", *common]))
 
-    forward_staged = next(s for name, s in staged["stages"] if name.startswith("forward"))
-    say("| stage (staged process) | s | % of stages |", "|---|---:|---:|")
-    total = sum(s for _, s in staged["stages"])
-    for name, seconds in staged["stages"]:
-        say(f"| {name} | {seconds:.2f} | {100 * seconds / total:.1f} |")
-    say(f"| **all stages** | **{total:.2f}** | 100.0 |", "")
+    forward_staged = next(s for name, s, _ in staged["stages"] if name.startswith("forward"))
+    say("| stage (staged process) | s | % of stages | peak RSS during the stage GB |", "|---|---:|---:|---:|")
+    total = sum(s for _, s, _ in staged["stages"])
+    for name, seconds, peak in staged["stages"]:
+        say(f"| {name} | {seconds:.2f} | {100 * seconds / total:.1f} | {peak:.2f} |")
+    say(f"| **all stages** | **{total:.2f}** | 100.0 | {max(p for _, _, p in staged['stages']):.2f} |", "")
     say(f"Staged process: import {staged['import_s']:.1f} s, model load {staged['model_load_s']:.1f} s, "
         f"{staged['windows']} windows, first batch {staged['first_batch_s']:.2f} s, median batch "
         f"{staged['median_batch_s']:.2f} s; stages / forward = {total / forward_staged:.3f}; process wall "
-        f"{staged['wall_s']:.0f} s, peak RSS {staged['peak_rss_gb']:.2f} GB; load average (1 min) before "
+        f"{staged['wall_s']:.0f} s, peak RSS {max(p for _, _, p in staged['stages']):.2f} GB (max of the stage "
+        "peaks: resetting the high-water mark also resets the exit `ru_maxrss`); load average (1 min) before "
         f"{staged['load_before']:.1f}.", "")
     ratio = end["predict_scan_s"] / end["forward_s"]
     whole = end["wall_s"] / end["forward_s"]
