@@ -7,7 +7,7 @@ through the inference path of :func:`planar3d.predict.predict_scan`, in two fres
 * *staged*: the public functions ``predict_scan`` uses, called in its order and timed one by
   one, each with its peak RSS (high-water mark reset through ``/proc/self/clear_refs``):
   ``load_scan``, ``preprocess``, ``extract_windows``, the model calls alone (all windows,
-  batch ``config.batch_size``), ``recompose``, ``to_native`` (+ clip), ``binarize``,
+  batch ``INFERENCE_BATCH_SIZE``), ``recompose``, ``to_native`` (+ clip), ``binarize``,
   ``lesion_table``, ``save_nifti``, the CSV/JSON report and the QC overlay;
 * *end-to-end*: one ``predict_scan`` call (CLI defaults: report and QC overlay), its model
   wrapped so that the time spent inside the model calls of that very run is summed.
@@ -101,6 +101,7 @@ def _staged_child(args: argparse.Namespace) -> dict:
     from planar3d.predict import load_segmentation_model
     from planar3d.preprocess import preprocess, to_native
     from planar3d.windows import binarize, extract_windows, recompose
+    from planar3d.pipeline import INFERENCE_BATCH_SIZE
 
     imported = time.perf_counter() - start
     start = time.perf_counter()
@@ -126,13 +127,13 @@ def _staged_child(args: argparse.Namespace) -> dict:
 
     def forward():
         outputs = []
-        for first in range(0, int(windows.shape[0]), config.batch_size):
+        for first in range(0, int(windows.shape[0]), INFERENCE_BATCH_SIZE):
             begin = time.perf_counter()
-            outputs.append(tf.cast(model(windows[first : first + config.batch_size], training=False), tf.float32))
+            outputs.append(tf.cast(model(windows[first : first + INFERENCE_BATCH_SIZE], training=False), tf.float32))
             batch_times.append(time.perf_counter() - begin)
         return outputs
 
-    outputs = timed(f"forward: {int(windows.shape[0])} windows, batch {config.batch_size} (model calls alone)", forward)
+    outputs = timed(f"forward: {int(windows.shape[0])} windows, batch {INFERENCE_BATCH_SIZE} (model calls alone)", forward)
     resampled = timed("recompose (paper Eq. 1)", lambda: recompose(
         tf.concat(outputs, axis=0), size, window, config.stride, config.blend)[..., 0].numpy().astype(np.float32))
     prob = timed("to_native (order 1) + clip", lambda: np.clip(to_native(resampled, meta, order=1), 0.0, 1.0).astype(np.float32))
@@ -226,7 +227,7 @@ def _part_one(args: argparse.Namespace, scratch: Path, say) -> None:
     say(f"Phantom subject {record.name} (centre {args.centre}), native grid "
         f"{'x'.join(map(str, nib.load(scan).shape))} (scale {args.scale:g} of the paper's Table 1 grid) "
         f"[ready in {time.perf_counter() - start:.0f} s]; model `build_model((16, {args.size}, {args.size}, 1), "
-        "encoder_weights=None)`, paper config (stride 8, batch 2, middle recomposition, threshold 16/256).", "")
+        "encoder_weights=None)`, paper config (stride 8, inference batch 1, middle recomposition, threshold 16/256).", "")
     model = _save_model(args.size, scratch / f"model{args.size}.keras")
     out = scratch / "part1"
     out.mkdir()

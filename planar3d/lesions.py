@@ -189,20 +189,31 @@ def lesion_table(
     if n == 0:
         return []
 
-    # per-lesion sums over the lesion voxels only
-    coords = np.nonzero(labels)
-    ids = labels[coords]
-    counts = np.bincount(ids, minlength=n + 1)[1:]
-    centroids = np.stack(
-        [np.bincount(ids, weights=axis_coords, minlength=n + 1)[1:] / counts for axis_coords in coords], axis=1
-    )  # (n, 3) voxel coordinates
+    # per-lesion sums over the lesion voxels only, one slice at a time (memory O(slice))
+    counts = np.zeros(n + 1)
+    coordinate_sums = np.zeros((n + 1, 3))
+    probability_sums = np.zeros(n + 1)
+    for i in range(labels.shape[0]):
+        rows, cols = np.nonzero(labels[i])
+        if rows.size == 0:
+            continue
+        ids = labels[i, rows, cols]
+        in_slice = np.bincount(ids, minlength=n + 1)
+        counts += in_slice
+        coordinate_sums[:, 0] += in_slice * i
+        coordinate_sums[:, 1] += np.bincount(ids, weights=rows, minlength=n + 1)
+        coordinate_sums[:, 2] += np.bincount(ids, weights=cols, minlength=n + 1)
+        if probabilities is not None:
+            values = np.asarray(probabilities[i, rows, cols], dtype=np.float64)
+            if not np.all(np.isfinite(values)):
+                raise Planar3DError("probabilities must be finite inside lesions. Received: NaN or inf values")
+            probability_sums += np.bincount(ids, weights=values, minlength=n + 1)
+    counts = counts[1:].astype(np.int64)
+    centroids = coordinate_sums[1:] / counts[:, None]  # (n, 3) voxel coordinates
     centroids_mm = centroids @ affine[:3, :3].T + affine[:3, 3]
     mean_probability = [None] * n
     if probabilities is not None:
-        lesion_probabilities = probabilities[coords].astype(np.float64)
-        if not np.all(np.isfinite(lesion_probabilities)):
-            raise Planar3DError("probabilities must be finite inside lesions. Received: NaN or inf values")
-        mean_probability = (np.bincount(ids, weights=lesion_probabilities, minlength=n + 1)[1:] / counts).tolist()
+        mean_probability = (probability_sums[1:] / counts).tolist()
 
     return [
         {

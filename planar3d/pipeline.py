@@ -13,7 +13,12 @@ from planar3d.windows import binarize, predict_volume
 __all__ = ["native_spacing", "resampled_spacing", "segment_volume"]
 
 
-def segment_volume(model, volume: np.ndarray, meta: dict, config: Config, batch_size: int | None = None):
+#: Windows per forward pass at inference. On a 2-core CPU at 256³, batch 1 was faster than 2
+#: (126 s vs 138-266 s for 31 windows) and peaked at 5.3 GB instead of 6.8 GB.
+INFERENCE_BATCH_SIZE = 1
+
+
+def segment_volume(model, volume: np.ndarray, meta: dict, config: Config, batch_size: int = INFERENCE_BATCH_SIZE):
     """Predict one preprocessed scan and map the result back to its native grid.
 
     Args:
@@ -21,7 +26,7 @@ def segment_volume(model, volume: np.ndarray, meta: dict, config: Config, batch_
         volume: `(size, size, size)` preprocessed scan (see :func:`planar3d.preprocess.preprocess`).
         meta: its preprocessing record.
         config: window, stride, blend, tta, threshold and threshold_rule are used.
-        batch_size: windows per forward pass (default ``config.batch_size``).
+        batch_size: windows per forward pass (the training batch size does not matter here).
 
     Returns:
         ``(probabilities, mask, resampled)``: float32 probabilities and the uint8 binary
@@ -30,7 +35,7 @@ def segment_volume(model, volume: np.ndarray, meta: dict, config: Config, batch_
     """
     resampled = predict_volume(
         model, volume, size=config.window, stride=config.stride, mode=config.blend,
-        batch_size=batch_size or config.batch_size, tta=config.tta,
+        batch_size=batch_size, tta=config.tta,
     )
     probabilities = np.clip(to_native(resampled, meta, order=1), 0.0, 1.0).astype(np.float32)
     mask = binarize(probabilities, threshold=config.threshold, rule=config.threshold_rule)
