@@ -255,7 +255,8 @@ def train_fold(
         *extra_callbacks,
         backup,  # last: an epoch counts as finished once everything above has run
     ]
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps,
+    # shuffle=False: the dataset shuffles itself, per (seed, epoch)
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
               callbacks=callbacks, verbose=verbose)
     rows = evaluate_fold(fold_dir, [by_id[i] for i in test_ids], config, fold)
     write_text_atomic(fold_dir / DONE_NAME, json.dumps({"fold": fold, "epochs": len(_read_log(log_path))}) + "\n")
