@@ -161,8 +161,8 @@ def _truncate_log(path: Path, first_epoch: int) -> list[dict]:
     return rows
 
 
-def _prepare_run_dir(fold_dir: Path, config: Config, overwrite: bool, resume: bool | None) -> bool:
-    """Check or initialise a fold folder; return True when its training is already done."""
+def _check_run_dir(fold_dir: Path, config: Config, overwrite: bool, resume: bool | None) -> bool:
+    """Check a fold folder (emptied with ``overwrite``); return True when its training is done."""
     saved = fold_dir / "config.json"
     if saved.is_file():
         previous = load_config(saved)
@@ -178,9 +178,6 @@ def _prepare_run_dir(fold_dir: Path, config: Config, overwrite: bool, resume: bo
             return True
         elif resume is False and (fold_dir / "backup").exists():
             raise Planar3DError(f"{fold_dir}: holds an unfinished run; pass --resume or --overwrite")
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(fold_dir / "config.json", config.to_json())
-    write_text_atomic(fold_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
     return False
 
 
@@ -220,11 +217,9 @@ def train_fold(
     records = dataset_records(config)
     train_ids, val_ids, test_ids = cv_split([r.patient_id for r in records], fold)
     fold_dir = Path(out_dir) / f"fold_{fold}"
-    if _prepare_run_dir(fold_dir, config, overwrite, resume):
+    if _check_run_dir(fold_dir, config, overwrite, resume):
         print(f"fold {fold}: already finished in {fold_dir}, reusing its results")
         return _read_metrics(fold_dir / "metrics.csv")
-    split = {"fold": fold, "train": train_ids, "validation": val_ids, "test": test_ids}
-    write_text_atomic(fold_dir / "split.json", json.dumps(split, indent=2) + "\n")
 
     cases = load_cases(records, size=config.size, cache_dir=config.cache_dir or default_cache_dir(),
                        robust=config.robust_normalisation)
@@ -238,6 +233,13 @@ def train_fold(
     with _strategy(config.strategy).scope():
         model = build_from_config(config)
         _compile(model, config)
+
+    # Nothing is written before the data and the weights have loaded.
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    split = {"fold": fold, "train": train_ids, "validation": val_ids, "test": test_ids}
+    write_text_atomic(fold_dir / "config.json", config.to_json())
+    write_text_atomic(fold_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
+    write_text_atomic(fold_dir / "split.json", json.dumps(split, indent=2) + "\n")
 
     backup = AtomicBackupAndRestore(fold_dir / "backup")
     first_epoch = backup.saved_epoch()

@@ -253,3 +253,13 @@ def test_mirrored_strategy_on_two_cpu_devices_with_mixed_precision():
     result = subprocess.run([sys.executable, "-c", _DISTRIBUTED_SCRIPT], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "replicas 2 output float32 compute bfloat16 loss True" in result.stdout
+
+
+def test_missing_weights_stop_before_anything_is_written(home, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PLANAR3D_VGG16_WEIGHTS", str(tmp_path / "absent.h5"))
+    out = tmp_path / "run"
+    assert train.main(["--fold", "0", "--preset", "demo", "--size", "32", "--phantom-n-per-centre", "3",
+                       "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "absent.h5: file named by PLANAR3D_VGG16_WEIGHTS does not exist" in err and "Traceback" not in err
+    assert not out.exists()
