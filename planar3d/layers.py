@@ -37,8 +37,61 @@ def _conv_planes(inputs, kernel_2d, axis: int):
     return outputs
 
 
+class _PlaneConvolution(keras.layers.Layer):
+    """What the planar and ACS layers share: arguments, weights, bias + activation, config."""
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        activation=None,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        if self.filters < 1:
+            raise ValueError(f"filters must be at least 1. Received: filters={filters}")
+        self.kernel_size = int(kernel_size)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.input_spec = keras.layers.InputSpec(ndim=5)
+
+    def _add_weights(self, kernel_shape: tuple[int, ...]) -> None:
+        self.kernel = self.add_weight(name="kernel", shape=kernel_shape, initializer=self.kernel_initializer)
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
+            if self.use_bias else None
+        )
+
+    def _finish(self, outputs):
+        """Add the bias and apply the activation."""
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            activation=keras.activations.serialize(self.activation),
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+        )
+        return config
+
+
 @keras.saving.register_keras_serializable(package="planar3d")
-class PlanarConv3D(keras.layers.Layer):
+class PlanarConv3D(_PlaneConvolution):
     """A 3D convolution whose kernel is flat (size 1) along one spatial axis.
 
     It computes exactly ``Conv3D`` with a ``(1, k, k)`` kernel (for ``axis=0``), but as a 2D
@@ -60,67 +113,28 @@ class PlanarConv3D(keras.layers.Layer):
     cols, filters)`.
     """
 
-    def __init__(
-        self,
-        filters: int,
-        kernel_size: int = 3,
-        axis: int = 0,
-        activation=None,
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
+    def __init__(self, filters: int, kernel_size: int = 3, axis: int = 0, **kwargs):
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2. Received: axis={axis}")
-        self.filters = int(filters)
-        self.kernel_size = int(kernel_size)
+        super().__init__(filters, kernel_size, **kwargs)
         self.axis = int(axis)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=5)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
         spatial = [self.kernel_size] * 2
         spatial.insert(self.axis, 1)
-        self.kernel = self.add_weight(
-            name="kernel", shape=(*spatial, channels, self.filters), initializer=self.kernel_initializer
-        )
-        self.bias = (
-            self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
-            if self.use_bias else None
-        )
+        self._add_weights((*spatial, input_shape[-1], self.filters))
 
     def call(self, inputs):
-        kernel_2d = ops.squeeze(self.kernel, axis=self.axis)
-        outputs = _conv_planes(inputs, kernel_2d, self.axis)
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, self.bias)
-        return self.activation(outputs) if self.activation is not None else outputs
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.filters)
+        return self._finish(_conv_planes(inputs, ops.squeeze(self.kernel, axis=self.axis), self.axis))
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            axis=self.axis,
-            activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-        )
+        config.update(axis=self.axis)
         return config
 
 
 @keras.saving.register_keras_serializable(package="planar3d")
-class ACSConv3D(keras.layers.Layer):
+class ACSConv3D(_PlaneConvolution):
     """Axial-coronal-sagittal (ACS) convolution: one 2D kernel, its output channels in three groups.
 
     Yang et al., "Reinventing 2D Convolutions for 3D Images", IEEE JBHI 2021, as used by
@@ -144,38 +158,12 @@ class ACSConv3D(keras.layers.Layer):
     cols, filters)`.
     """
 
-    def __init__(
-        self,
-        filters: int,
-        kernel_size: int = 3,
-        activation=None,
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        if self.filters < 1:
-            raise ValueError(f"filters must be at least 1. Received: filters={filters}")
-        self.kernel_size = int(kernel_size)
+    def __init__(self, filters: int, kernel_size: int = 3, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
         self.split = acs_split(self.filters)
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.input_spec = keras.layers.InputSpec(ndim=5)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        self.kernel = self.add_weight(
-            name="kernel", shape=(self.kernel_size, self.kernel_size, channels, self.filters),
-            initializer=self.kernel_initializer,
-        )
-        self.bias = (
-            self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
-            if self.use_bias else None
-        )
+        self._add_weights((self.kernel_size, self.kernel_size, input_shape[-1], self.filters))
 
     def call(self, inputs):
         groups = []
@@ -184,22 +172,4 @@ class ACSConv3D(keras.layers.Layer):
             if size:
                 groups.append(_conv_planes(inputs, self.kernel[..., start:start + size], axis))
             start += size
-        outputs = groups[0] if len(groups) == 1 else ops.concatenate(groups, axis=-1)
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, self.bias)
-        return self.activation(outputs) if self.activation is not None else outputs
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.filters)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-        )
-        return config
+        return self._finish(groups[0] if len(groups) == 1 else ops.concatenate(groups, axis=-1))
