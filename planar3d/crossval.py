@@ -92,13 +92,13 @@ def run_crossval(config: Config, out: str | Path, folds: Sequence[int] | None = 
                  resume: bool | None = None, parallel_argv: Sequence[str] | None = None) -> list[dict]:
     """Train and evaluate every fold, then write results.csv, summary.md and boxplot.png."""
     from planar3d.plots import plot_metric_boxplots
-    from planar3d.train import _read_metrics, train_fold, write_rows
+    from planar3d.train import read_metrics, train_fold, write_rows
 
     out = Path(out)
     folds = list(config.folds if folds is None else folds)
     if parallel_argv is not None:
         _run_parallel(folds, out, parallel_argv)
-        rows = [row for fold in folds for row in _read_metrics(out / f"fold_{fold}" / "metrics.csv")]
+        rows = [row for fold in folds for row in read_metrics(out / f"fold_{fold}" / "metrics.csv")]
     else:
         rows = [row for fold in folds for row in train_fold(config, fold, out, overwrite=overwrite, resume=resume)]
     write_rows(out / "results.csv", rows)

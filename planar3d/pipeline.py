@@ -10,7 +10,7 @@ from planar3d.config import Config
 from planar3d.preprocess import to_native
 from planar3d.windows import binarize, predict_volume
 
-__all__ = ["native_spacing", "resampled_spacing", "segment_volume"]
+__all__ = ["resampled_spacing", "segment_volume"]
 
 
 #: Windows per forward pass at inference. On a 2-core CPU at 256³, batch 1 was faster than 2
@@ -40,11 +40,6 @@ def segment_volume(model, volume: np.ndarray, meta: dict, config: Config, batch_
     probabilities = np.clip(to_native(resampled, meta, order=1), 0.0, 1.0).astype(np.float32)
     mask = binarize(probabilities, threshold=config.threshold, rule=config.threshold_rule)
     return probabilities, mask, resampled
-
-
-def native_spacing(meta: dict) -> tuple[float, float, float]:
-    """Voxel size (mm) of the native grid, stored axis order."""
-    return tuple(float(z) for z in meta["native_spacing"])
 
 
 def resampled_spacing(meta: dict) -> tuple[float, float, float]:

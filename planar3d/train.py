@@ -28,7 +28,7 @@ from planar3d.data import CachedCase, cv_split, default_cache_dir, load_cases
 from planar3d.errors import Planar3DError
 from planar3d.io import Record, find_dataset, load_mask, load_scan, save_nifti
 
-__all__ = ["build_from_config", "dataset_records", "evaluate_fold", "main", "train_fold", "versions"]
+__all__ = ["build_from_config", "dataset_records", "evaluate_fold", "main", "read_metrics", "train_fold", "versions", "write_rows"]
 
 DONE_NAME = "done.json"
 
@@ -152,12 +152,10 @@ def _read_log(path: Path) -> list[dict]:
 def _truncate_log(path: Path, first_epoch: int) -> list[dict]:
     """Keep the log rows of epochs before ``first_epoch`` (a kill may leave one more)."""
     rows = [row for row in _read_log(path) if int(row["epoch"]) < first_epoch]
-    if path.is_file():
-        with atomic_path(path, overwrite=True) as tmp, tmp.open("w", newline="") as handle:
-            if rows:
-                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+    if rows:
+        write_rows(path, rows)
+    else:
+        path.unlink(missing_ok=True)
     return rows
 
 
@@ -219,7 +217,7 @@ def train_fold(
     fold_dir = Path(out_dir) / f"fold_{fold}"
     if _check_run_dir(fold_dir, config, overwrite, resume):
         print(f"fold {fold}: already finished in {fold_dir}, reusing its results")
-        return _read_metrics(fold_dir / "metrics.csv")
+        return read_metrics(fold_dir / "metrics.csv")
 
     cases = load_cases(records, size=config.size, cache_dir=config.cache_dir or default_cache_dir(),
                        robust=config.robust_normalisation)
@@ -265,7 +263,8 @@ def train_fold(
     return rows
 
 
-def _read_metrics(path: Path) -> list[dict]:
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a fold's ``metrics.csv`` with numbers parsed."""
     rows = []
     for row in _read_log(path):
         rows.append({k: (v if k in ("patient", "centre") else float(v) if k != "fold" else int(v)) for k, v in row.items()})
