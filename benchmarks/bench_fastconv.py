@@ -28,9 +28,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from _common import interleaved_medians, machine  # noqa: E402
-from planar3d.fastconv import FastConv3D  # noqa: E402
+from planar3d.nets.fastconv import FastConv3D  # noqa: E402
 from planar3d.losses import bce_dice_loss  # noqa: E402
-from planar3d.model import DECODER_SKIPS, build_model  # noqa: E402
+from planar3d.nets.model import DECODER_SKIPS, build_model  # noqa: E402
 
 
 def decoder_conv_names() -> list[str]:

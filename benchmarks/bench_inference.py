@@ -166,7 +166,7 @@ def _end_to_end_child(args: argparse.Namespace) -> dict:
     import keras  # noqa: F401  (imported here so that the model load does not include it)
     import tensorflow  # noqa: F401
 
-    import planar3d.io, planar3d.layers, planar3d.lesions, planar3d.pipeline, planar3d.plots  # noqa: E401,F401
+    import planar3d.io, planar3d.nets.layers, planar3d.lesions, planar3d.pipeline, planar3d.plots  # noqa: E401,F401
     from planar3d.config import make_config
     from planar3d.predict import load_segmentation_model, predict_scan
 
@@ -207,7 +207,7 @@ def _child_result(run: dict) -> dict:
 
 
 def _save_model(size: int, path: Path) -> Path:
-    from planar3d.model import build_model
+    from planar3d.nets.model import build_model
 
     build_model((16, size, size, 1), encoder_weights=None).save(path)
     return path

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from _common import interleaved_medians, machine
-from planar3d.model import BOTTLENECK_SOURCES, ENCODER_LAYERS, build_model
+from planar3d.nets.model import BOTTLENECK_SOURCES, ENCODER_LAYERS, build_model
 
 
 def _conv_names() -> list[list[str]]:

@@ -117,7 +117,7 @@ def model_rate(side: int, steps: int) -> float:
     """Windows per second consumed by training steps of batch 2 at 16 x side x side x 1."""
     import keras
 
-    from planar3d.model import build_model
+    from planar3d.nets.model import build_model
 
     model = build_model(input_shape=(SIZE, side, side, 1), encoder_weights=None)
     optimizer = keras.optimizers.Adam(5e-5)

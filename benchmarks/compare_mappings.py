@@ -83,8 +83,8 @@ def _variant(args: argparse.Namespace, mapping: str) -> dict:
     import tensorflow as tf
 
     from planar3d.losses import bce_dice_loss
-    from planar3d.model import build_model
-    from planar3d.weights import WEIGHTS_ENV_VAR
+    from planar3d.nets.model import build_model
+    from planar3d.nets.weights import WEIGHTS_ENV_VAR
 
     weights = "imagenet" if os.environ.get(WEIGHTS_ENV_VAR) and mapping != "none" else None
     model = build_model((args.slices, args.size, args.size, 1), encoder_weights=weights, mapping=mapping, seed=0)

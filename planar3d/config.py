@@ -127,7 +127,7 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def weights_argument(self) -> str | None:
-        """``encoder_weights`` as :func:`planar3d.model.build_model` takes it."""
+        """``encoder_weights`` as :func:`planar3d.nets.model.build_model` takes it."""
         return None if self.encoder_weights.lower() == "none" else self.encoder_weights
 
     #: settings that must match for a run folder to be resumed or a fold to be reused.

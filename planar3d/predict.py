@@ -35,7 +35,7 @@ def load_segmentation_model(path: str | Path):
     """
     import keras
 
-    import planar3d.layers  # noqa: F401  (registers the custom layers)
+    import planar3d.nets.layers  # noqa: F401  (registers the custom layers)
 
     path = Path(path)
     if not path.is_file():

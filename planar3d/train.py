@@ -66,7 +66,7 @@ def dataset_records(config: Config) -> list[Record]:
 
 def build_from_config(config: Config):
     """The uncompiled model a config describes."""
-    from planar3d.model import build_model
+    from planar3d.nets.model import build_model
 
     return build_model(
         input_shape=(config.window, config.size, config.size, config.channels),

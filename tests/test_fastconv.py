@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from planar3d.fastconv import FastConv3D, flipped_kernel_conv3d
+from planar3d.nets.fastconv import FastConv3D, flipped_kernel_conv3d
 
 SHAPE = (2, 5, 9, 10, 4)  # (batch, slices, rows, cols, Cin): odd and even sizes
 FILTERS = 3

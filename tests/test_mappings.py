@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from planar3d.errors import Planar3DError
-from planar3d.layers import ACSConv3D, PlanarConv3D
-from planar3d.mapping import (
+from planar3d.nets.layers import ACSConv3D, PlanarConv3D
+from planar3d.nets.mapping import (
     KERNEL_MAPPINGS,
     MAPPINGS,
     acs_kernel,
@@ -17,8 +17,8 @@ from planar3d.mapping import (
     inflate_kernel,
     map_vgg16,
 )
-from planar3d.model import BOTTLENECK_SOURCES, build_model, encoder_layer_names
-from planar3d.weights import VGG16_CONV_LAYERS, load_vgg16_2d
+from planar3d.nets.model import BOTTLENECK_SOURCES, build_model, encoder_layer_names
+from planar3d.nets.weights import VGG16_CONV_LAYERS, load_vgg16_2d
 
 TINY = (16, 32, 32)
 PLANAR_PARAMS = 22_870_881

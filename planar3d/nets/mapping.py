@@ -9,7 +9,7 @@ Beside it (all in :data:`KERNEL_MAPPINGS`, biases always unchanged):
 - ``"acs"`` (Yang et al. 2021; Baheti et al. 2023, Eq. 1): the output channels are split
   into three groups (:func:`acs_split`); group ``a`` applies the 2D kernel flat along spatial
   axis ``a``. The storage layout is the 2D kernel itself, ``(kh, kw, Cin, Cout)``, held by
-  :class:`planar3d.layers.ACSConv3D`.
+  :class:`planar3d.nets.layers.ACSConv3D`.
 - ``"inflate"`` (I3D, Carreira & Zisserman 2017): the 2D kernel repeated along one axis and
   divided by the repetitions (:func:`inflate_kernel`), a full Conv3D kernel.
 
@@ -93,7 +93,7 @@ def acs_split(channels: int) -> tuple[int, int, int]:
 def acs_kernel(kernel_2d: np.ndarray, axis: int = 0) -> np.ndarray:
     """The ACS storage layout of a 2D kernel: the kernel itself, `(kh, kw, Cin, Cout)`.
 
-    :class:`planar3d.layers.ACSConv3D` splits the output channels (:func:`acs_split`) and
+    :class:`planar3d.nets.layers.ACSConv3D` splits the output channels (:func:`acs_split`) and
     applies each group's slice of the kernel flat along its own axis, so no reshaping is
     needed: the 2D kernel maps in as it is.
 
@@ -160,7 +160,7 @@ def map_vgg16(vgg2d, mode: str = "planar", axis: int = 0) -> dict[str, tuple[np.
     """Map every convolution of a 2D VGG16 onto 3D kernels.
 
     Args:
-        vgg2d: a Keras VGG16 (see :func:`planar3d.weights.load_vgg16_2d`).
+        vgg2d: a Keras VGG16 (see :func:`planar3d.nets.weights.load_vgg16_2d`).
         mode: a key of :data:`KERNEL_MAPPINGS` (``"planar"``, ``"acs"``, ``"inflate"``).
         axis: the spatial axis the mapping is built around (0 = slices).
 
@@ -171,7 +171,7 @@ def map_vgg16(vgg2d, mode: str = "planar", axis: int = 0) -> dict[str, tuple[np.
     Raises:
         Planar3DError: unknown ``mode`` or ``axis``.
     """
-    from planar3d.weights import VGG16_CONV_LAYERS
+    from planar3d.nets.weights import VGG16_CONV_LAYERS
 
     if mode not in KERNEL_MAPPINGS:
         raise Planar3DError(f"mode must be one of {sorted(KERNEL_MAPPINGS)}. Received: mode={mode!r}")

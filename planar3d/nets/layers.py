@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from planar3d.mapping import acs_split
+from planar3d.nets.mapping import acs_split
 
 __all__ = ["ACSConv3D", "PlanarConv3D"]
 
@@ -140,7 +140,7 @@ class ACSConv3D(_PlaneConvolution):
     Yang et al., "Reinventing 2D Convolutions for 3D Images", IEEE JBHI 2021, as used by
     Baheti et al. 2023 (Eq. 1). The layer holds a 2D kernel `(k, k, Cin, filters)` (a VGG16
     kernel maps in unchanged). Its output channels are split by
-    :func:`planar3d.mapping.acs_split` (``filters // 3`` each, the remainder to the first
+    :func:`planar3d.nets.mapping.acs_split` (``filters // 3`` each, the remainder to the first
     groups); group ``a`` computes ``Conv3D`` with its slice of the kernel flat along spatial
     axis ``a`` (0 = slices, 1 = rows, 2 = cols), exactly :class:`PlanarConv3D` with
     ``axis=a``. The groups are concatenated in channel order, so output channel ``c`` is the

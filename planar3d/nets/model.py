@@ -9,7 +9,7 @@ upsampling concatenated with the U-Net skip, a dilated (1, 2, 2) convolution, a 
 convolution and a residual concatenation. No batch normalisation. Output: sigmoid 1×1×1.
 
 The encoder and bottleneck convolutions can instead use another mapping of the 2D kernels
-(:data:`planar3d.mapping.MAPPINGS`): ``"acs"`` (:class:`planar3d.layers.ACSConv3D`),
+(:data:`planar3d.nets.mapping.MAPPINGS`): ``"acs"`` (:class:`planar3d.nets.layers.ACSConv3D`),
 ``"inflate"`` (I3D-inflated 3×3×3 kernels) or ``"none"`` (random 3×3×3 kernels, trained).
 The decoder is the same for every mapping.
 """
@@ -23,9 +23,9 @@ import keras
 from keras import layers
 
 from planar3d.errors import Planar3DError
-from planar3d.layers import ACSConv3D, PlanarConv3D
-from planar3d.mapping import MAPPINGS, grey_kernel, map_vgg16
-from planar3d.weights import load_vgg16_2d
+from planar3d.nets.layers import ACSConv3D, PlanarConv3D
+from planar3d.nets.mapping import MAPPINGS, grey_kernel, map_vgg16
+from planar3d.nets.weights import load_vgg16_2d
 
 __all__ = ["BOTTLENECK_SOURCES", "DECODER_SKIPS", "ENCODER_LAYERS", "build_model", "encoder_layer_names"]
 
@@ -150,7 +150,7 @@ def build_model(
             exactly equal to feeding the grey image on 3 channels, 3x cheaper) or 3.
         encoder_weights: ``"imagenet"``, a path to a VGG16 weights ``.h5`` file, or ``None``
             for a random encoder drawn from ``seed`` (see
-            :func:`planar3d.weights.load_vgg16_2d`). Ignored with ``mapping="none"``.
+            :func:`planar3d.nets.weights.load_vgg16_2d`). Ignored with ``mapping="none"``.
         freeze_encoder: make the encoder and the bottleneck convolutions untrainable
             (the paper's setting). Applies to the pretrained mappings only: with
             ``mapping="none"`` the encoder and bottleneck are always trainable (the
@@ -161,10 +161,10 @@ def build_model(
             reproducing the reference code (which froze them unloaded). Ignored with
             ``mapping="none"``.
         mapping: how the 2D kernels become the encoder's and bottleneck's 3D convolutions
-            (:data:`planar3d.mapping.MAPPINGS`): ``"planar"`` (default, the paper: (1, 3, 3)
-            kernels flat along the slice axis, :class:`planar3d.layers.PlanarConv3D`);
+            (:data:`planar3d.nets.mapping.MAPPINGS`): ``"planar"`` (default, the paper: (1, 3, 3)
+            kernels flat along the slice axis, :class:`planar3d.nets.layers.PlanarConv3D`);
             ``"acs"`` (output channels in three groups, each planar along its own axis,
-            :class:`planar3d.layers.ACSConv3D`; same parameters as planar); ``"inflate"``
+            :class:`planar3d.nets.layers.ACSConv3D`; same parameters as planar); ``"inflate"``
             (I3D: the 2D kernel repeated 3 times along the slice axis and divided by 3, a
             3×3×3 ``Conv3D``); ``"none"`` (3×3×3 ``Conv3D`` with random kernels from
             ``seed``). In every pretrained mapping a 1-channel input gets ``block1_conv1``'s
