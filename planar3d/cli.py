@@ -68,6 +68,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mapping", choices=("planar", "acs", "inflate", "none"), help="2D->3D kernel mapping (default planar)")
     _bool_flag(group, "--freeze-encoder", "freeze the pretrained encoder and bottleneck (paper: yes)")
     group.add_argument("--seed", type=int, help="seed of initialisers, shuffling and phantom (default 0)")
+    group.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                       help="repeat the run once per seed into OUT/seed_<s>/ (finished ones reused) and summarise "
+                       "over seeds (default: one run with --seed, in OUT itself)")
     _bool_flag(group, "--mixed-precision", "Keras mixed_float16 policy (GPU); output and loss stay float32")
     _bool_flag(group, "--deterministic", "TensorFlow op determinism (default on: a resumed run ends exactly as an uninterrupted one)")
     group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
@@ -95,9 +98,12 @@ def config_from_args(args: argparse.Namespace, **extra) -> Config:
     """Build the effective :class:`Config`: preset, then every flag that was given."""
     names = ("data", "cache_dir", "size", "window", "stride", "channels", "epochs", "batch_size", "lr",
              "lr_decay", "patience", "empty_window_weight", "encoder_weights", "bottleneck_init", "mapping",
-             "freeze_encoder", "seed", "mixed_precision", "deterministic", "strategy", "threshold", "threshold_rule", "blend",
+             "freeze_encoder", "seed", "seeds", "mixed_precision", "deterministic", "strategy", "threshold", "threshold_rule", "blend",
              "tta", "eval_space", "phantom_scale", "phantom_n_per_centre")
     overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    if overrides.get("seed") is not None and overrides.get("seeds") is not None:
+        raise Planar3DError("pass either --seed (one run) or --seeds (one run per seed), not both. "
+                            f"Received: --seed {overrides['seed']} --seeds {' '.join(map(str, overrides['seeds']))}")
     overrides.update(extra)
     return make_config(args.preset, **overrides)
 

@@ -47,6 +47,8 @@ class Config:
         decay: lr / (1 + decay * step)), patience (early stopping on val_loss), seed,
         mixed_precision, deterministic (TensorFlow op determinism: bit-reproducible runs and
         resumes; turn off if a GPU op has no deterministic kernel), strategy.
+    Repetition: seeds (``None``: one run with ``seed`` in today's layout; a list: one run per
+        seed in ``seed_<s>/`` folders, summarised over seeds, see :mod:`planar3d.grid`).
     Inference: threshold (on probabilities; paper 16/256), threshold_rule, blend, tta,
         eval_space (``native``: metrics on the scan's own grid; ``resampled``: in the
         size³ space, as the reference code).
@@ -74,6 +76,7 @@ class Config:
     lr_decay: float = 1.99e-7
     patience: int = 40
     seed: int = 0
+    seeds: list[int] | None = None
     mixed_precision: bool = False
     deterministic: bool = True
     strategy: str = "default"
@@ -118,6 +121,8 @@ class Config:
             )
         if not 0 < self.threshold < 1:
             raise Planar3DError(f"threshold must be in (0, 1). Received: threshold={self.threshold}")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise Planar3DError(f"seeds must be a non-empty list without repeats. Received: seeds={self.seeds}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,7 +137,7 @@ class Config:
 
     #: settings that must match for a run folder to be resumed or a fold to be reused.
     def training_identity(self) -> dict[str, Any]:
-        ignored = {"folds", "threshold", "threshold_rule", "blend", "tta", "eval_space", "cache_dir", "strategy"}
+        ignored = {"folds", "seeds", "threshold", "threshold_rule", "blend", "tta", "eval_space", "cache_dir", "strategy"}
         return {k: v for k, v in self.to_dict().items() if k not in ignored}
 
 

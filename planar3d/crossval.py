@@ -4,6 +4,8 @@ Runs the folds of ``--folds`` (default: the preset's) one after another, or one 
 with ``--parallel``; finished folds are reused, so an interrupted cross-validation goes
 on where it stopped. Writes ``results.csv`` (one row per test scan), ``summary.md`` (the
 paper's Table 2 layout with the paper's figures beside ours) and ``boxplot.png``.
+``--seeds 0 1 2 3 4`` repeats the whole cross-validation per seed in ``seed_<s>/`` folders
+and summarises over seeds (:mod:`planar3d.grid`).
 """
 
 from __future__ import annotations
@@ -90,22 +92,42 @@ def _run_parallel(folds: Sequence[int], out: Path, argv: Sequence[str]) -> None:
 
 def run_crossval(config: Config, out: str | Path, folds: Sequence[int] | None = None, overwrite: bool = False,
                  resume: bool | None = None, parallel_argv: Sequence[str] | None = None) -> list[dict]:
-    """Train and evaluate every fold, then write results.csv, summary.md and boxplot.png."""
+    """Train and evaluate every fold, then write results.csv, summary.md and boxplot.png.
+
+    With ``config.seeds`` set, every seed's cross-validation runs in ``out/seed_<s>/`` and the
+    outputs summarise over seeds (see :mod:`planar3d.grid`); the rows then carry ``seed``.
+    """
+    from planar3d.grid import seed_config, seed_dir, write_seed_outputs
     from planar3d.plots import plot_metric_boxplots
-    from planar3d.train import read_metrics, train_fold, write_rows
+    from planar3d.train import write_rows
 
     out = Path(out)
     folds = list(config.folds if folds is None else folds)
+    if config.seeds is None:
+        rows = _run_folds(config, folds, out, overwrite, resume, parallel_argv)
+        write_rows(out / "results.csv", rows)
+        write_text_atomic(out / "summary.md", summary_markdown(rows, config))
+        plot_metric_boxplots(rows, metrics=("dice", "sensitivity"), by="centre", path=out / "boxplot.png",
+                             title=f"planar3d {config.preset}: per-scan test metrics", paper=paper_table2())
+        return rows
+    rows = []
+    for seed in config.seeds:
+        argv = None if parallel_argv is None else [*parallel_argv, "--seed", str(seed)]
+        seed_rows = _run_folds(seed_config(config, seed), folds, seed_dir(out, seed), overwrite, resume, argv)
+        rows += [{"seed": seed, **row} for row in seed_rows]
+    write_seed_outputs(rows, config, out)
+    return rows
+
+
+def _run_folds(config: Config, folds: Sequence[int], out: Path, overwrite: bool, resume: bool | None,
+               parallel_argv: Sequence[str] | None) -> list[dict]:
+    """The test rows of every fold of one seed, trained in process or one per GPU."""
+    from planar3d.train import read_metrics, train_fold
+
     if parallel_argv is not None:
         _run_parallel(folds, out, parallel_argv)
-        rows = [row for fold in folds for row in read_metrics(out / f"fold_{fold}" / "metrics.csv")]
-    else:
-        rows = [row for fold in folds for row in train_fold(config, fold, out, overwrite=overwrite, resume=resume)]
-    write_rows(out / "results.csv", rows)
-    write_text_atomic(out / "summary.md", summary_markdown(rows, config))
-    plot_metric_boxplots(rows, metrics=("dice", "sensitivity"), by="centre", path=out / "boxplot.png",
-                         title=f"planar3d {config.preset}: per-scan test metrics", paper=paper_table2())
-    return rows
+        return [row for fold in folds for row in read_metrics(out / f"fold_{fold}" / "metrics.csv")]
+    return [row for fold in folds for row in train_fold(config, fold, out, overwrite=overwrite, resume=resume)]
 
 
 @run_cli
@@ -123,11 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.parallel:
         raw = list(sys.argv[1:] if argv is None else argv)
         passthrough = [a for a in raw if a != "--parallel"]
-        passthrough = _without_option(passthrough, ("--folds", "--out"))
+        passthrough = _without_option(passthrough, ("--folds", "--out", "--seeds"))
     rows = run_crossval(config, out, overwrite=args.overwrite, resume=args.resume, parallel_argv=passthrough)
     print((out / "summary.md").read_text(encoding="utf-8"))
-    print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\nbox plot: {out / 'boxplot.png'}\n"
-          f"per fold (model, masks, curves, overlays): {out}/fold_<k>/")
+    runs = f"{out}/fold_<k>/" if config.seeds is None else f"{out}/seed_<s>/fold_<k>/"
+    plots = "" if config.seeds is None else f" and {out / 'boxplot_seeds.png'}"
+    print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\nbox plot: {out / 'boxplot.png'}{plots}\n"
+          f"per fold (model, masks, curves, overlays): {runs}")
     return 0 if rows else 1
 
 

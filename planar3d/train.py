@@ -4,7 +4,8 @@ A fold's folder (``RUN_DIR/fold_k/``) receives ``config.json``, ``versions.json`
 ``split.json``, ``log.csv`` (CSVLogger), ``curves.png`` (rewritten every epoch),
 ``tensorboard/``, ``best.keras`` (best validation loss), then the test scans' masks
 (``predictions/<patient>_mask.nii.gz``, native grid and affine), ``overlays/`` and
-``metrics.csv``, and finally ``done.json``. A run killed at any moment resumes from its
+``metrics.csv``, and finally ``done.json``. ``--seeds 0 1 2`` trains the fold once per
+seed in ``RUN_DIR/seed_<s>/fold_k/`` and prints the statistics over seeds. A run killed at any moment resumes from its
 last finished epoch (the ``backup/`` folder) and ends as it would have.
 """
 
@@ -318,9 +319,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = config_from_args(args)
     out = Path(args.out or f"runs/{config.preset}")
-    rows = train_fold(config, args.fold, out, overwrite=args.overwrite, resume=args.resume)
-    print(f"fold {args.fold}: mean Dice {np.mean([r['dice'] for r in rows]):.3f} over {len(rows)} test scans; "
-          f"outputs in {out / f'fold_{args.fold}'}")
+    if config.seeds is None:
+        rows = train_fold(config, args.fold, out, overwrite=args.overwrite, resume=args.resume)
+        print(f"fold {args.fold}: mean Dice {np.mean([r['dice'] for r in rows]):.3f} over {len(rows)} test scans; "
+              f"outputs in {out / f'fold_{args.fold}'}")
+        return 0
+    from planar3d.grid import seed_config, seed_dir, seeds_summary_markdown
+
+    rows = []
+    for seed in config.seeds:
+        seed_rows = train_fold(seed_config(config, seed), args.fold, seed_dir(out, seed),
+                               overwrite=args.overwrite, resume=args.resume)
+        rows += [{"seed": seed, **row} for row in seed_rows]
+    print(seeds_summary_markdown(rows, config, title=f"Fold {args.fold} over seeds"))
+    print(f"outputs in {out}/seed_<s>/fold_{args.fold}/ for seeds {config.seeds}")
     return 0
 
 
