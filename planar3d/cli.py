@@ -59,6 +59,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, help=f"windows per batch (paper {defaults.batch_size})")
     group.add_argument("--lr", type=float, help=f"Adam learning rate (paper {defaults.lr})")
     group.add_argument("--lr-decay", type=float, help=f"Keras-2 inverse-time decay per step (paper {defaults.lr_decay})")
+    group.add_argument("--lr-schedule", choices=("constant", "cosine"),
+                       help="learning rate over training: constant (paper, with --lr-decay) or cosine decay to 0 "
+                       "over all epochs (default: the preset's; demo cosine)")
     group.add_argument("--patience", type=int, help=f"early-stopping patience on val_loss (paper {defaults.patience})")
     group.add_argument("--empty-window-weight", type=float,
                        help="weight of windows without lesion voxels: 1 keeps all (paper), 0 drops them")
@@ -82,6 +85,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     _bool_flag(group, "--tta", "average predictions over flips (8x slower)")
     group.add_argument("--eval-space", choices=("native", "resampled"),
                        help="metrics on the scan's grid (default) or in the resampled cube (reference code)")
+    group.add_argument("--split", choices=("patient", "centre"),
+                       help="folds: 'patient' (paper: one test patient per centre, default) or 'centre' "
+                       "(leave-one-centre-out: train on the other centres, validate on one patient of each)")
     group.add_argument("--phantom-scale", type=float, help="built-in phantom grid scale (default: the phantom's default)")
     group.add_argument("--phantom-n-per-centre", type=int, help="built-in phantom subjects per centre (default 5, as MSSEG-2016)")
 
@@ -97,9 +103,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, **extra) -> Config:
     """Build the effective :class:`Config`: preset, then every flag that was given."""
     names = ("data", "cache_dir", "size", "window", "stride", "channels", "epochs", "batch_size", "lr",
-             "lr_decay", "patience", "empty_window_weight", "encoder_weights", "bottleneck_init", "mapping",
+             "lr_decay", "lr_schedule", "patience", "empty_window_weight", "encoder_weights", "bottleneck_init", "mapping",
              "freeze_encoder", "seed", "seeds", "mixed_precision", "deterministic", "strategy", "threshold", "threshold_rule", "blend",
-             "tta", "eval_space", "phantom_scale", "phantom_n_per_centre")
+             "tta", "eval_space", "split", "phantom_scale", "phantom_n_per_centre")
     overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
     if overrides.get("seed") is not None and overrides.get("seeds") is not None:
         raise Planar3DError("pass either --seed (one run) or --seeds (one run per seed), not both. "

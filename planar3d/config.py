@@ -24,6 +24,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "threshold_rule": ("fixed", "reference"),
     "strategy": ("default", "mirrored", "multiworker"),
     "eval_space": ("native", "resampled"),
+    "lr_schedule": ("constant", "cosine"),
+    "split": ("patient", "centre"),
 }
 
 
@@ -44,7 +46,9 @@ class Config:
     Model: encoder_weights (``"imagenet"``, a path, or ``"none"``), freeze_encoder,
         bottleneck_init, mapping.
     Training: batch_size, epochs, lr (Adam), lr_decay (Keras-2 per-step inverse-time
-        decay: lr / (1 + decay * step)), patience (early stopping on val_loss), seed,
+        decay: lr / (1 + decay * step)), lr_schedule (``constant``: lr, with ``lr_decay``
+        if set, as the paper; ``cosine``: lr decayed to 0 over all epochs' steps by a half
+        cosine), patience (early stopping on val_loss), seed,
         mixed_precision, deterministic (TensorFlow op determinism: bit-reproducible runs and
         resumes; turn off if a GPU op has no deterministic kernel), strategy.
     Repetition: seeds (``None``: one run with ``seed`` in today's layout; a list: one run per
@@ -52,6 +56,9 @@ class Config:
     Inference: threshold (on probabilities; paper 16/256), threshold_rule, blend, tta,
         eval_space (``native``: metrics on the scan's own grid; ``resampled``: in the
         size³ space, as the reference code).
+    Cross-validation: split (``patient``: the paper's folds, one test patient per centre,
+        :func:`planar3d.data.cv_split`; ``centre``: leave-one-centre-out,
+        :func:`planar3d.data.centre_split`), folds.
     """
 
     preset: str = "paper"
@@ -74,6 +81,7 @@ class Config:
     epochs: int = 100
     lr: float = 5e-5
     lr_decay: float = 1.99e-7
+    lr_schedule: str = "constant"
     patience: int = 40
     seed: int = 0
     seeds: list[int] | None = None
@@ -85,6 +93,7 @@ class Config:
     blend: str = "middle"
     tta: bool = False
     eval_space: str = "native"
+    split: str = "patient"
     folds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
 
     def validate(self) -> "Config":
@@ -118,6 +127,11 @@ class Config:
             raise Planar3DError(
                 f"lr must be > 0, lr_decay and patience >= 0. Received: lr={self.lr}, "
                 f"lr_decay={self.lr_decay}, patience={self.patience}"
+            )
+        if self.lr_schedule == "cosine" and self.lr_decay > 0:
+            raise Planar3DError(
+                "lr_schedule 'cosine' replaces the inverse-time lr_decay; set lr_decay to 0. "
+                f"Received: lr_schedule={self.lr_schedule!r}, lr_decay={self.lr_decay}"
             )
         if not 0 < self.threshold < 1:
             raise Planar3DError(f"threshold must be in (0, 1). Received: threshold={self.threshold}")

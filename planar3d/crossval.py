@@ -10,6 +10,7 @@ and summarises over seeds (:mod:`planar3d.grid`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -46,6 +47,7 @@ def summary_markdown(rows: Sequence[dict], config: Config) -> str:
         f"{'native' if config.eval_space == 'native' else 'resampled'} space; threshold "
         f"{config.threshold:g} ({config.threshold_rule}); std over scans (population).",
         "",
+        *_split_lines(rows, config),
         "| metric | " + " | ".join(f"centre {g}" if g != "overall" else "overall" for g in groups) + " |",
         "|---|" + "---|" * len(groups),
     ]
@@ -58,6 +60,15 @@ def summary_markdown(rows: Sequence[dict], config: Config) -> str:
         lines.append(f"| {key} (paper, MSSEG-2016) | " + " | ".join(paper) + " |")
     lines += ["", "Per-scan values: `results.csv`; box plot: `boxplot.png`.", ""]
     return "\n".join(lines)
+
+
+def _split_lines(rows: Sequence[dict], config: Config) -> list[str]:
+    if config.split != "centre":
+        return ["Split: the paper's (fold k tests the k-th patient of every centre).", ""]
+    tested = sorted({(int(row["fold"]), str(row["centre"])) for row in rows})
+    folds = ", ".join(f"fold {fold} tests centre {centre}" for fold, centre in tested)
+    return [f"Split: leave-one-centre-out ({folds}; each trains on the other centres and validates on the "
+            "last patient of each of them), so each centre column is a model that never saw that centre.", ""]
 
 
 def _visible_gpus() -> int:
@@ -96,12 +107,19 @@ def run_crossval(config: Config, out: str | Path, folds: Sequence[int] | None = 
 
     With ``config.seeds`` set, every seed's cross-validation runs in ``out/seed_<s>/`` and the
     outputs summarise over seeds (see :mod:`planar3d.grid`); the rows then carry ``seed``.
+    ``folds`` defaults to ``config.folds``; with ``config.split == "centre"`` it defaults to
+    one fold per centre of the data (the preset's folds are the paper's patient folds).
     """
     from planar3d.grid import seed_config, seed_dir, write_seed_outputs
     from planar3d.plots import plot_metric_boxplots
     from planar3d.train import write_rows
 
     out = Path(out)
+    if folds is None and config.split == "centre":  # one fold per centre
+        from planar3d.train import dataset_records, n_split_folds
+
+        folds = list(range(n_split_folds(dataset_records(config), "centre")))
+        config = dataclasses.replace(config, folds=folds)
     folds = list(config.folds if folds is None else folds)
     if config.seeds is None:
         rows = _run_folds(config, folds, out, overwrite, resume, parallel_argv)
@@ -146,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = list(sys.argv[1:] if argv is None else argv)
         passthrough = [a for a in raw if a != "--parallel"]
         passthrough = _without_option(passthrough, ("--folds", "--out", "--seeds"))
-    rows = run_crossval(config, out, overwrite=args.overwrite, resume=args.resume, parallel_argv=passthrough)
+    rows = run_crossval(config, out, folds=args.folds, overwrite=args.overwrite, resume=args.resume, parallel_argv=passthrough)
     print((out / "summary.md").read_text(encoding="utf-8"))
     runs = f"{out}/fold_<k>/" if config.seeds is None else f"{out}/seed_<s>/fold_<k>/"
     plots = "" if config.seeds is None else f" and {out / 'boxplot_seeds.png'}"

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from planar3d.errors import Planar3DError
 from planar3d.io import Record, load_mask, load_scan
 from planar3d.preprocess import PREPROCESS_VERSION, SAGITTAL_AXCODES, check_size, preprocess
 
-__all__ = ["CachedCase", "load_cases", "load_case", "cache_key", "default_cache_dir", "cv_split", "n_folds"]
+__all__ = ["CachedCase", "load_cases", "load_case", "cache_key", "default_cache_dir", "centre_split", "cv_split", "n_folds"]
 
 _VOLUME_NAME = "volume.npy"
 _MASK_NAME = "mask.npy"
@@ -225,6 +226,46 @@ def cv_split(patient_ids: list[str], fold: int) -> tuple[list[str], list[str], l
             f"and validation. Received: {len(patient_ids)} patients in {len(centres)} centres"
         )
     return remaining[:-1], remaining[-1:], test_ids
+
+
+def centre_split(centres: Mapping[str, str], fold: int) -> tuple[list[str], list[str], list[str]]:
+    """Leave-one-centre-out split: fold ``k`` tests every patient of the ``k``-th centre.
+
+    Centres are sorted; the patients of the other centres train, except the last patient
+    (alphabetically) of each training centre, who validates, so that model selection sees
+    every training centre and never the test centre. There are as many folds as centres.
+    :func:`cv_split` (the paper's split) is unchanged beside it.
+
+    Args:
+        centres: ``{patient_id: centre}`` for every patient (e.g. from the records).
+        fold: index in ``0 .. n_centres - 1``.
+
+    Returns:
+        ``(train_ids, val_ids, test_ids)``, each sorted; ``val_ids`` has one id per training
+        centre.
+
+    Raises:
+        Planar3DError: fewer than 2 centres, ``fold`` out of range, or a training centre
+            with fewer than 2 patients (one validates, at least one must train).
+    """
+    if not centres:
+        raise Planar3DError("centres must not be empty. Received: {}")
+    groups: dict[str, list[str]] = {}
+    for patient, centre in sorted(centres.items()):
+        groups.setdefault(str(centre), []).append(str(patient))
+    names = sorted(groups)
+    if len(names) < 2:
+        raise Planar3DError(f"leave-one-centre-out needs at least 2 centres. Received: {names}")
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < len(names):
+        raise Planar3DError(f"fold must be in 0..{len(names) - 1} (one per centre {names}). Received: fold={fold!r}")
+    small = [name for name in names if name != names[fold] and len(groups[name]) < 2]
+    if small:
+        raise Planar3DError(f"each training centre needs at least 2 patients (one validates). Received: centres {small} "
+                            "with 1 patient")
+    test_ids = sorted(groups[names[fold]])
+    val_ids = sorted(groups[name][-1] for name in names if name != names[fold])
+    train_ids = sorted(p for name in names if name != names[fold] for p in groups[name][:-1])
+    return train_ids, val_ids, test_ids
 
 
 def _group_by_centre(patient_ids: list[str]) -> dict[str, list[str]]:

@@ -25,29 +25,34 @@ import numpy as np
 from planar3d.atomic import atomic_path, write_text_atomic
 from planar3d.cli import add_config_flags, add_run_flags, config_from_args, make_parser, run_cli
 from planar3d.config import Config, load_config
-from planar3d.data import CachedCase, cv_split, default_cache_dir, load_cases
+from planar3d.data import CachedCase, centre_split, cv_split, default_cache_dir, load_cases
 from planar3d.errors import Planar3DError
 from planar3d.io import Record, find_dataset, load_mask, load_scan, save_nifti
 
-__all__ = ["build_from_config", "dataset_records", "evaluate_fold", "main", "read_metrics", "train_fold", "versions", "write_rows"]
+__all__ = ["build_from_config", "dataset_records", "evaluate_fold", "fold_split", "learning_rate", "main", "n_split_folds", "read_metrics", "train_fold", "versions", "write_rows"]
 
 DONE_NAME = "done.json"
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python and of every library a result depends on."""
+def versions() -> dict[str, object]:
+    """Versions of Python and of every library a result depends on, and under ``machine``
+    the CPU's instruction sets, thread counts and oneDNN settings
+    (:func:`planar3d.machine.numerics_record`): what makes float results differ between
+    machines."""
     import keras
     import nibabel
     import scipy
     import tensorflow as tf
 
     import planar3d
+    from planar3d.machine import numerics_record
 
     return {
         "planar3d": planar3d.__version__, "python": platform.python_version(), "tensorflow": tf.__version__,
         "keras": keras.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
         "nibabel": nibabel.__version__, "platform": platform.platform(),
         "gpus": str([d.name for d in tf.config.list_physical_devices("GPU")]),
+        "machine": numerics_record(),
     }
 
 
@@ -63,6 +68,24 @@ def dataset_records(config: Config) -> list[Record]:
     if config.phantom_lesion_load is not None:
         options["lesion_load"] = config.phantom_lesion_load
     return find_dataset(ensure_phantom(**options), require_masks=True)
+
+
+def fold_split(records: Sequence[Record], fold: int, split: str = "patient") -> tuple[list[str], list[str], list[str]]:
+    """``(train_ids, val_ids, test_ids)`` of one fold: the paper's split
+    (:func:`planar3d.data.cv_split`) or leave-one-centre-out (:func:`planar3d.data.centre_split`,
+    centres from the records)."""
+    if split == "centre":
+        return centre_split({r.patient_id: r.centre for r in records}, fold)
+    return cv_split([r.patient_id for r in records], fold)
+
+
+def n_split_folds(records: Sequence[Record], split: str = "patient") -> int:
+    """Number of folds of a split: the smallest centre's size (paper) or the number of centres."""
+    from planar3d.data import n_folds
+
+    if split == "centre":
+        return len({r.centre for r in records})
+    return n_folds([r.patient_id for r in records])
 
 
 def build_from_config(config: Config):
@@ -98,16 +121,34 @@ def mixed_precision_policy() -> str:
     return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
 
 
-def _compile(model, config: Config) -> None:
+def learning_rate(config: Config, steps_per_epoch: int | None = None):
+    """The optimizer's learning rate: a float, or a Keras schedule over optimizer steps.
+
+    ``constant`` with ``lr_decay`` 0: ``lr``. ``constant`` with ``lr_decay`` > 0: Keras 2's
+    per-step inverse-time decay ``lr / (1 + lr_decay * step)`` (the paper). ``cosine``:
+    ``lr * (1 + cos(pi * step / total)) / 2`` with ``total = epochs * steps_per_epoch``,
+    from ``lr`` at the first step to 0 after the last.
+
+    Raises:
+        Planar3DError: ``cosine`` without ``steps_per_epoch``.
+    """
+    import keras
+
+    if config.lr_schedule == "cosine":
+        if not steps_per_epoch:
+            raise Planar3DError("lr_schedule 'cosine' needs the number of steps per epoch")
+        return keras.optimizers.schedules.CosineDecay(config.lr, config.epochs * steps_per_epoch, alpha=0.0)
+    if config.lr_decay > 0:
+        return keras.optimizers.schedules.InverseTimeDecay(config.lr, 1, config.lr_decay)
+    return config.lr
+
+
+def _compile(model, config: Config, steps_per_epoch: int | None = None) -> None:
     import keras
 
     from planar3d.losses import bce_dice_loss, dice_coef
 
-    learning_rate = config.lr
-    if config.lr_decay > 0:
-        # Keras 2 "decay": lr / (1 + decay * iterations), per optimizer step.
-        learning_rate = keras.optimizers.schedules.InverseTimeDecay(config.lr, 1, config.lr_decay)
-    optimizer = keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    optimizer = keras.optimizers.Adam(learning_rate(config, steps_per_epoch), beta_1=0.9, beta_2=0.999, epsilon=1e-8)
     if config.mixed_precision and mixed_precision_policy() == "mixed_float16":
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, loss=bce_dice_loss, metrics=[dice_coef], jit_compile=False)
@@ -214,7 +255,7 @@ def train_fold(
 
     config.validate()
     records = dataset_records(config)
-    train_ids, val_ids, test_ids = cv_split([r.patient_id for r in records], fold)
+    train_ids, val_ids, test_ids = fold_split(records, fold, config.split)
     fold_dir = Path(out_dir) / f"fold_{fold}"
     if _check_run_dir(fold_dir, config, overwrite, resume):
         print(f"fold {fold}: already finished in {fold_dir}, reusing its results")
@@ -229,13 +270,14 @@ def train_fold(
         tf.config.experimental.enable_op_determinism()
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy(mixed_precision_policy())
+    steps_per_epoch = math.ceil(_n_windows([by_id[i] for i in train_ids], config) / config.batch_size)
     with _strategy(config.strategy).scope():
         model = build_from_config(config)
-        _compile(model, config)
+        _compile(model, config, steps_per_epoch)
 
     # Nothing is written before the data and the weights have loaded.
     fold_dir.mkdir(parents=True, exist_ok=True)
-    split = {"fold": fold, "train": train_ids, "validation": val_ids, "test": test_ids}
+    split = {"split": config.split, "fold": fold, "train": train_ids, "validation": val_ids, "test": test_ids}
     write_text_atomic(fold_dir / "config.json", config.to_json())
     write_text_atomic(fold_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
     write_text_atomic(fold_dir / "split.json", json.dumps(split, indent=2) + "\n")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import planar3d.data as data_module
-from planar3d.data import CachedCase, cache_key, cv_split, load_cases, n_folds
+from planar3d.data import CachedCase, cache_key, centre_split, cv_split, load_cases, n_folds
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.io import Record
 from planar3d.preprocess import to_native
@@ -231,3 +231,38 @@ def test_prepare_cli_fills_the_cache_and_summarises(tmp_path, rng, capsys):
     assert len(entries(tmp_path / "c")) == 2
     assert cli.main([str(tmp_path / "nothing"), "--size", "16"]) == 2
     assert "dataset not found" in capsys.readouterr().err
+
+
+# leave-one-centre-out split
+
+
+def test_centre_split_tests_each_centre_once_and_keeps_roles_apart():
+    centres = {pid: pid[:2] for pid in REAL_IDS}
+    tested_centres = []
+    for fold in range(3):
+        train, val, test = centre_split(centres, fold)
+        assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
+        assert sorted(train + val + test) == sorted(REAL_IDS)
+        held_out = {centres[p] for p in test}
+        assert len(held_out) == 1 and len(test) == 5
+        assert not held_out & {centres[p] for p in train + val}
+        assert sorted(centres[p] for p in val) == sorted({"01", "07", "08"} - held_out)
+        assert len(train) == 8
+        tested_centres += sorted(held_out)
+    assert tested_centres == ["01", "07", "08"]
+    train, val, test = centre_split(centres, 0)
+    assert val == ["07043SEME", "08037ROGU"] and test[0] == "01016SACH"
+
+
+def test_centre_split_uses_the_given_centres_and_refuses_bad_folds():
+    centres = {"a1": "siteB", "a2": "siteB", "b1": "siteA", "b2": "siteA", "b3": "siteA"}
+    assert centre_split(centres, 0) == (["a1"], ["a2"], ["b1", "b2", "b3"])
+    assert centre_split(centres, 1) == (["b1", "b2"], ["b3"], ["a1", "a2"])
+    with pytest.raises(Planar3DError, match=r"^fold must be in 0\.\.1 \(one per centre \['siteA', 'siteB'\]\)\. Received: fold=2$"):
+        centre_split(centres, 2)
+    with pytest.raises(Planar3DError, match=r"at least 2 centres. Received: \['x'\]"):
+        centre_split({"a": "x", "b": "x"}, 0)
+    with pytest.raises(Planar3DError, match=r"each training centre needs at least 2 patients \(one validates\). "
+                                            r"Received: centres \['y'\] with 1 patient"):
+        centre_split({"a": "x", "b": "x", "c": "y"}, 0)
+    assert cv_split(REAL_IDS, 4)[2] == ["01042GULE", "07043SEME", "08037ROGU"]  # the paper's split is unchanged

@@ -151,6 +151,14 @@ def test_fold_out_of_range_is_one_line_error(home, capsys, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_centre_split_fold_out_of_range_is_one_line_error(home, capsys, tmp_path):
+    assert train.main(["--fold", "3", "--split", "centre", "--preset", "demo", "--size", "32",
+                       "--phantom-n-per-centre", "3", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: fold must be in 0..2 (one per centre ['01', '07', '08']). Received: fold=3\n"
+    assert not any(tmp_path.iterdir())
+
+
 def test_unknown_flag_value_exits_2(capsys):
     with pytest.raises(SystemExit) as stop:
         train.main(["--fold", "0", "--blend", "max"])
@@ -263,3 +271,13 @@ def test_missing_weights_stop_before_anything_is_written(home, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert "absent.h5: file named by PLANAR3D_VGG16_WEIGHTS does not exist" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_centre_split_summary_names_the_held_out_centre_of_each_fold():
+    rows = [{"fold": f, "patient": f"{c}X{i}", "centre": c, "dice": 0.5 + 0.1 * i, "sensitivity": 0.6}
+            for f, c in enumerate(("01", "07", "08")) for i in range(2)]
+    summary = crossval.summary_markdown(rows, make_config("demo", split="centre"))
+    assert ("Split: leave-one-centre-out (fold 0 tests centre 01, fold 1 tests centre 07, fold 2 tests centre 08; "
+            "each trains on the other centres") in summary
+    assert "| dice (planar3d) | 0.55 ± 0.05 (n=2) | 0.55 ± 0.05 (n=2) | 0.55 ± 0.05 (n=2) | 0.55 ± 0.05 (n=6) |" in summary
+    assert "Split: the paper's" in crossval.summary_markdown(rows, make_config("demo"))
