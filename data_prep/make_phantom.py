@@ -4,9 +4,14 @@ Usage:
     python data_prep/make_phantom.py OUT [--n-per-centre 5] [--scale 0.25] [--seed 0]
         [--lesion-load FRACTION] [--overwrite]
     python data_prep/make_phantom.py --default     # the cached built-in phantom (ensure_phantom)
+    python data_prep/make_phantom.py OUT --bids    # the same phantom as a BIDS dataset
 
 The output uses the MSSEG-2016 layout (``OUT/<id>/3DFLAIR.nii.gz`` + ``Consensus.nii.gz``)
-and holds ``phantom.json`` with the options and per-subject facts.
+and holds ``phantom.json`` with the options and per-subject facts. With ``--bids`` it is a
+BIDS dataset instead (:func:`planar3d.bidsio.write_bids_dataset`): ``sub-<id>/anat/
+sub-<id>_FLAIR.nii.gz`` with a sidecar naming the centre's MSSEG-2016 scanner, a
+``participants.tsv`` with a ``site`` column, and the masks in ``derivatives/consensus/``
+(``sub-<id>_space-orig_label-lesion_mask.nii.gz``); ``phantom.json`` goes to ``sourcedata/``.
 """
 
 from __future__ import annotations
@@ -34,8 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed; default: 0")
     parser.add_argument("--lesion-load", type=float, default=None,
                         help="target lesion voxel fraction per subject, e.g. 0.002; default: paper Table 1 per centre")
+    parser.add_argument("--bids", action="store_true",
+                        help="write a BIDS dataset (raw FLAIR + derivatives/consensus masks); default: MSSEG-2016 layout")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder; default: off")
     return parser
+
+
+def _make_bids_phantom(args: argparse.Namespace, options: dict) -> Path:
+    """The phantom in the MSSEG-2016 layout (cached), rewritten as BIDS at OUT (or beside the cache)."""
+    import shutil
+
+    from planar3d.atomic import check_writable
+    from planar3d.bidsio import write_bids_dataset
+    from planar3d.io import find_msseg2016
+
+    source = ensure_phantom(**options)
+    out = args.out if args.out is not None else source.with_name(source.name + "-bids")
+    if args.default and (out / "dataset_description.json").is_file():
+        return out
+    check_writable(out, args.overwrite)
+    write_bids_dataset(find_msseg2016(source, require_masks=True), out, name="planar3d MSSEG-like phantom",
+                       overwrite=args.overwrite)
+    (out / "sourcedata").mkdir()
+    shutil.copyfile(source / INFO_NAME, out / "sourcedata" / INFO_NAME)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     options = dict(n_per_centre=args.n_per_centre, scale=args.scale, seed=args.seed, lesion_load=args.lesion_load)
     start = time.perf_counter()
     try:
-        if args.default:
+        if args.bids:
+            root = _make_bids_phantom(args, options)
+        elif args.default:
             root = ensure_phantom(**options)
         else:
             make_phantom_dataset(args.out, overwrite=args.overwrite, **options)
@@ -54,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except Planar3DError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    info = json.loads((root / INFO_NAME).read_text(encoding="utf-8"))
+    info = json.loads((root / ("sourcedata" if args.bids else "") / INFO_NAME).read_text(encoding="utf-8"))
     print(f"phantom dataset: {root} ({time.perf_counter() - start:.1f} s)")
     by_centre = defaultdict(list)
     for subject in info["subjects"]:

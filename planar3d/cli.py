@@ -15,7 +15,7 @@ from typing import Callable
 from planar3d.config import Config, PRESETS, make_config
 from planar3d.errors import Planar3DError
 
-__all__ = ["add_config_flags", "add_run_flags", "config_from_args", "make_parser", "run_cli"]
+__all__ = ["add_bids_flags", "add_config_flags", "add_run_flags", "config_from_args", "make_parser", "run_cli"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,7 +48,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("configuration (defaults: the chosen preset)")
     group.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                        help="settings to start from: 'paper' (the paper's) or 'demo' (minutes on 2 CPU cores)")
-    group.add_argument("--data", help="dataset folder (MSSEG-2016 layout) or CSV/TSV table "
+    group.add_argument("--data", help="BIDS dataset root, dataset folder (MSSEG-2016 layout) or CSV/TSV table "
                        "(subject, centre, flair, mask); default: the built-in phantom")
     group.add_argument("--cache-dir", help="preprocessed-volume cache (default: $PLANAR3D_HOME/cache or ~/.cache/planar3d/cache)")
     group.add_argument("--size", type=int, help=f"edge of the resampled cube (paper {defaults.size})")
@@ -90,6 +90,22 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                        "(leave-one-centre-out: train on the other centres, validate on one patient of each)")
     group.add_argument("--phantom-scale", type=float, help="built-in phantom grid scale (default: the phantom's default)")
     group.add_argument("--phantom-n-per-centre", type=int, help="built-in phantom subjects per centre (default 5, as MSSEG-2016)")
+    add_bids_flags(parser)
+
+
+def add_bids_flags(parser: argparse.ArgumentParser, masks_help: str | None = None) -> None:
+    """The flags that read a BIDS dataset (see :mod:`planar3d.bidsio`)."""
+    group = parser.add_argument_group("BIDS input (when the data is a BIDS dataset root)")
+    group.add_argument("--masks-from", metavar="PIPELINE",
+                       help=masks_help or "lesion masks from derivatives/PIPELINE (or a folder); default: masks beside "
+                       "the raw scans (*_label-lesion_roi)")
+    group.add_argument("--acq", metavar="LABEL", help="use the FLAIR images with this acq- label (default: the only one)")
+    group.add_argument("--run", metavar="INDEX", type=int, help="use the FLAIR images with this run- index (default: the only one)")
+    group.add_argument("--centre-column", metavar="COLUMN",
+                       help="participants.tsv column naming each subject's centre for the CV split, e.g. site "
+                       "(default: the scanner, Manufacturer + MagneticFieldStrength from the JSON sidecar)")
+    group.add_argument("--participant-label", nargs="+", metavar="LABEL", help="subjects to use, with or without sub- (default: all)")
+    group.add_argument("--session-label", nargs="+", metavar="LABEL", help="sessions to use, with or without ses- (default: all)")
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +121,8 @@ def config_from_args(args: argparse.Namespace, **extra) -> Config:
     names = ("data", "cache_dir", "size", "window", "stride", "channels", "epochs", "batch_size", "lr",
              "lr_decay", "lr_schedule", "patience", "empty_window_weight", "encoder_weights", "bottleneck_init", "mapping",
              "freeze_encoder", "seed", "seeds", "mixed_precision", "deterministic", "strategy", "threshold", "threshold_rule", "blend",
-             "tta", "eval_space", "split", "phantom_scale", "phantom_n_per_centre")
+             "tta", "eval_space", "split", "phantom_scale", "phantom_n_per_centre", "masks_from", "acq", "run",
+             "centre_column", "participant_label", "session_label")
     overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
     if overrides.get("seed") is not None and overrides.get("seeds") is not None:
         raise Planar3DError("pass either --seed (one run) or --seeds (one run per seed), not both. "

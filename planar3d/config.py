@@ -40,6 +40,10 @@ class Config:
         size: edge of the resampled cube (paper: 256), a multiple of 16.
         robust_normalisation: percentile instead of min-max intensity scaling.
         phantom_scale, phantom_n_per_centre, phantom_lesion_load: built-in phantom options.
+    BIDS input (when ``data`` is a BIDS root; see :mod:`planar3d.bidsio`): masks_from
+        (derivatives pipeline holding the lesion masks), acq and run (pick one FLAIR among
+        several), centre_column (participants.tsv column naming the centre; default the
+        sidecar's scanner), participant_label and session_label (subjects and sessions to use).
     Windows: window (slices per window, 16) and stride (8); channels of the model input (1:
         grey, 3: the paper's repeated grey); empty_window_weight (1 keeps all windows as
         the paper, 0 drops windows without lesion voxels).
@@ -69,6 +73,12 @@ class Config:
     phantom_scale: float | None = None
     phantom_n_per_centre: int = 5
     phantom_lesion_load: float | None = None
+    masks_from: str | None = None
+    acq: str | None = None
+    run: int | None = None
+    centre_column: str | None = None
+    participant_label: list[str] | None = None
+    session_label: list[str] | None = None
     window: int = 16
     stride: int = 8
     channels: int = 1
@@ -144,6 +154,11 @@ class Config:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def bids_options(self) -> dict[str, Any]:
+        """The BIDS input settings, as :func:`planar3d.io.find_dataset` takes them (``bids=``)."""
+        names = ("masks_from", "acq", "run", "centre_column", "participant_label", "session_label")
+        return {name: getattr(self, name) for name in names}
 
     def weights_argument(self) -> str | None:
         """``encoder_weights`` as :func:`planar3d.nets.model.build_model` takes it."""

@@ -10,6 +10,8 @@ Two dataset layouts are understood:
 * A table (``.csv`` or ``.tsv``) with the columns ``subject, centre, flair, mask``; an
   empty ``mask`` cell means "no mask". Relative paths are resolved against the table's
   folder.
+* A BIDS dataset (a folder holding ``dataset_description.json``), read by
+  :mod:`planar3d.bidsio`.
 
 Every problem with a file raises :class:`~planar3d.errors.InputFileError` whose one-line
 message starts with the file's path.
@@ -60,12 +62,16 @@ class Record:
         centre: centre label, e.g. ``"01"`` (first two characters of an MSSEG id).
         flair: path of the FLAIR scan.
         mask: path of the binary lesion mask, or None when the patient has none.
+        subject: the person the scan belongs to when one person has several scans (BIDS
+            sessions: ``"sub-01"``); the cross-validation keeps them in one fold. None:
+            the patient id is the person.
     """
 
     patient_id: str
     centre: str
     flair: Path
     mask: Path | None = None
+    subject: str | None = None
 
 
 def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
@@ -214,13 +220,17 @@ def save_nifti(
     return Path(path)
 
 
-def find_dataset(path: str | os.PathLike, require_masks: bool = False) -> list[Record]:
-    """Find the patients of a dataset: a folder (MSSEG-2016 layout) or a CSV/TSV table.
+def find_dataset(path: str | os.PathLike, require_masks: bool = False, bids: dict | None = None) -> list[Record]:
+    """Find the patients of a dataset: a BIDS root, a folder (MSSEG-2016 layout) or a CSV/TSV table.
 
     Args:
-        path: a folder for :func:`find_msseg2016`, or a ``.csv``/``.tsv`` file for
-            :func:`read_dataset_table`.
+        path: a BIDS dataset root (holding ``dataset_description.json``) for
+            :func:`planar3d.bidsio.bids_records`, another folder for :func:`find_msseg2016`,
+            or a ``.csv``/``.tsv`` file for :func:`read_dataset_table`.
         require_masks: raise if a patient has no mask (training needs them all).
+        bids: keyword options of :func:`planar3d.bidsio.find_bids_scans` (``masks_from``,
+            ``acq``, ``run``, ``centre_column``, ``participant_label``, ``session_label``);
+            options set to a value other than None are refused for other layouts.
 
     Returns:
         Records sorted by patient id.
@@ -230,6 +240,14 @@ def find_dataset(path: str | os.PathLike, require_masks: bool = False) -> list[R
             missing; no patients; duplicate patient ids; a missing mask when required.
     """
     path = Path(path)
+    bids = {k: v for k, v in (bids or {}).items() if v is not None}
+    if path.is_dir() and (path / "dataset_description.json").is_file():
+        from planar3d.bidsio import bids_records
+
+        return bids_records(path, require_masks=require_masks, **bids)
+    if bids:
+        flags = ", ".join("--" + k.replace("_", "-") for k in sorted(bids))
+        raise InputFileError(path, f"{flags} need a BIDS dataset (a folder holding dataset_description.json)")
     if path.is_dir():
         return find_msseg2016(path, require_masks=require_masks)
     if path.is_file():

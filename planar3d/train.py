@@ -59,7 +59,7 @@ def versions() -> dict[str, object]:
 def dataset_records(config: Config) -> list[Record]:
     """The dataset's records: ``config.data``, or the built-in phantom (made on first use)."""
     if config.data is not None:
-        return find_dataset(config.data, require_masks=True)
+        return find_dataset(config.data, require_masks=True, bids=config.bids_options())
     from planar3d.phantom import ensure_phantom
 
     options = {"seed": 0, "n_per_centre": config.phantom_n_per_centre}
@@ -67,16 +67,18 @@ def dataset_records(config: Config) -> list[Record]:
         options["scale"] = config.phantom_scale
     if config.phantom_lesion_load is not None:
         options["lesion_load"] = config.phantom_lesion_load
-    return find_dataset(ensure_phantom(**options), require_masks=True)
+    return find_dataset(ensure_phantom(**options), require_masks=True, bids=config.bids_options())
 
 
 def fold_split(records: Sequence[Record], fold: int, split: str = "patient") -> tuple[list[str], list[str], list[str]]:
     """``(train_ids, val_ids, test_ids)`` of one fold: the paper's split
     (:func:`planar3d.data.cv_split`) or leave-one-centre-out (:func:`planar3d.data.centre_split`,
-    centres from the records)."""
+    centres from the records). Scans of one subject (``Record.subject``, BIDS sessions) share a role."""
+    centres = {r.patient_id: r.centre for r in records}
+    subjects = {r.patient_id: r.subject or r.patient_id for r in records}
     if split == "centre":
-        return centre_split({r.patient_id: r.centre for r in records}, fold)
-    return cv_split([r.patient_id for r in records], fold)
+        return centre_split(centres, fold, subjects=subjects)
+    return cv_split([r.patient_id for r in records], fold, centres=centres, subjects=subjects)
 
 
 def n_split_folds(records: Sequence[Record], split: str = "patient") -> int:
@@ -85,7 +87,8 @@ def n_split_folds(records: Sequence[Record], split: str = "patient") -> int:
 
     if split == "centre":
         return len({r.centre for r in records})
-    return n_folds([r.patient_id for r in records])
+    return n_folds([r.patient_id for r in records], centres={r.patient_id: r.centre for r in records},
+                   subjects={r.patient_id: r.subject or r.patient_id for r in records})
 
 
 def build_from_config(config: Config):
