@@ -1,4 +1,4 @@
-"""Training cost of the decoder convolutions: keras Conv3D vs planar3d's FastConv3D.
+"""Training cost of the decoder convolutions: keras Conv3D vs FastConv3D (``_fastconv.py``, this folder's own copy).
 
 (1) one decoder convolution (default 96 -> 32 channels, input 2 x 16x64x64, kernel 3x3x3, the
     size of block9_conv1/conv2 at 64^3), forward + gradients w.r.t. input, kernel and bias,
@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from _common import interleaved_medians, machine  # noqa: E402
-from planar3d.nets.fastconv import FastConv3D  # noqa: E402
+from _fastconv import FastConv3D  # noqa: E402
 from planar3d.losses import bce_dice_loss  # noqa: E402
 from planar3d.nets.model import DECODER_SKIPS, build_model  # noqa: E402
 

@@ -70,7 +70,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                        help="conv51/conv52 from VGG16 block5 (default) or random frozen (reference code)")
     group.add_argument("--mapping", choices=("planar", "acs", "inflate", "none"), help="2D->3D kernel mapping (default planar)")
     _bool_flag(group, "--freeze-encoder", "freeze the pretrained encoder and bottleneck (paper: yes)")
-    group.add_argument("--seed", type=int, help="seed of initialisers, shuffling and phantom (default 0)")
+    group.add_argument("--seed", type=int, help="seed of the initialisers and the window shuffling (default 0; "
+                       "the built-in phantom's is --phantom-seed)")
     group.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                        help="repeat the run once per seed into OUT/seed_<s>/ (finished ones reused) and summarise "
                        "over seeds (default: one run with --seed, in OUT itself)")
@@ -90,6 +91,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                        "(leave-one-centre-out: train on the other centres, validate on one patient of each)")
     group.add_argument("--phantom-scale", type=float, help="built-in phantom grid scale (default: the phantom's default)")
     group.add_argument("--phantom-n-per-centre", type=int, help="built-in phantom subjects per centre (default 5, as MSSEG-2016)")
+    group.add_argument("--phantom-seed", type=int, help="seed of the built-in phantom's subjects and lesions (default 0)")
+    group.add_argument("--phantom-lesion-load", type=float,
+                       help="built-in phantom's fraction of lesion voxels per subject, e.g. 0.002 (default: per centre, paper Table 1)")
+    _bool_flag(group, "--robust", "percentile (0.5-99.5) instead of min-max intensity scaling (default off, paper); "
+               "the same as data_prep/prepare_msseg2016.py --robust")
     add_bids_flags(parser)
 
 
@@ -121,12 +127,14 @@ def config_from_args(args: argparse.Namespace, **extra) -> Config:
     names = ("data", "cache_dir", "size", "window", "stride", "channels", "epochs", "batch_size", "lr",
              "lr_decay", "lr_schedule", "patience", "empty_window_weight", "encoder_weights", "bottleneck_init", "mapping",
              "freeze_encoder", "seed", "seeds", "mixed_precision", "deterministic", "strategy", "threshold", "threshold_rule", "blend",
-             "tta", "eval_space", "split", "phantom_scale", "phantom_n_per_centre", "masks_from", "acq", "run",
+             "tta", "eval_space", "split", "phantom_scale", "phantom_n_per_centre", "phantom_seed", "phantom_lesion_load", "masks_from", "acq", "run",
              "centre_column", "participant_label", "session_label")
     overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
     if overrides.get("seed") is not None and overrides.get("seeds") is not None:
         raise Planar3DError("pass either --seed (one run) or --seeds (one run per seed), not both. "
                             f"Received: --seed {overrides['seed']} --seeds {' '.join(map(str, overrides['seeds']))}")
+    if getattr(args, "robust", None) is not None:
+        overrides["robust_normalisation"] = args.robust
     overrides.update(extra)
     return make_config(args.preset, **overrides)
 

@@ -39,7 +39,8 @@ class Config:
         cache_dir: preprocessed-volume cache; ``None`` for the default.
         size: edge of the resampled cube (paper: 256), a multiple of 16.
         robust_normalisation: percentile instead of min-max intensity scaling.
-        phantom_scale, phantom_n_per_centre, phantom_lesion_load: built-in phantom options.
+        phantom_scale, phantom_n_per_centre, phantom_lesion_load, phantom_seed: built-in phantom
+            options (``--seed`` does not change the phantom).
     BIDS input (when ``data`` is a BIDS root; see :mod:`planar3d.bidsio`): masks_from
         (derivatives pipeline holding the lesion masks), acq and run (pick one FLAIR among
         several), centre_column (participants.tsv column naming the centre; default the
@@ -73,6 +74,7 @@ class Config:
     phantom_scale: float | None = None
     phantom_n_per_centre: int = 5
     phantom_lesion_load: float | None = None
+    phantom_seed: int = 0
     masks_from: str | None = None
     acq: str | None = None
     run: int | None = None

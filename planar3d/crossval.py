@@ -14,6 +14,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -77,28 +78,34 @@ def _visible_gpus() -> int:
     return len(tf.config.list_physical_devices("GPU"))
 
 
-def _run_parallel(folds: Sequence[int], out: Path, argv: Sequence[str]) -> None:
-    """One training subprocess per GPU (``CUDA_VISIBLE_DEVICES``), folds queued over them."""
+def _run_parallel(folds: Sequence[int], out: Path, argv: Sequence[str], poll_seconds: float = 1.0) -> None:
+    """One training subprocess per GPU (``CUDA_VISIBLE_DEVICES``), folds queued over them.
+
+    The parent sleeps ``poll_seconds`` between checks of its children (no busy loop).
+    """
     gpus = _visible_gpus()
     if gpus < 2:
         raise Planar3DError(f"--parallel needs several GPUs. Received: {gpus} visible")
     pending = list(folds)
-    running: dict[int, subprocess.Popen] = {}
+    running: dict[int, tuple[int, subprocess.Popen]] = {}
     failed = []
     while pending or running:
+        # start a fold on every idle GPU
         for gpu in range(gpus):
             if gpu not in running and pending:
                 fold = pending.pop(0)
                 env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
                 command = [sys.executable, "-m", "planar3d.train", "--fold", str(fold), "--out", str(out), *argv]
-                running[gpu] = subprocess.Popen(command, env=env)
-        for gpu, process in list(running.items()):
+                running[gpu] = (fold, subprocess.Popen(command, env=env))
+        # wait, then collect the finished ones
+        time.sleep(poll_seconds)
+        for gpu, (fold, process) in list(running.items()):
             if process.poll() is not None:
                 if process.returncode:
-                    failed.append(process.args[4])
+                    failed.append(fold)
                 del running[gpu]
     if failed:
-        raise Planar3DError(f"training failed for folds {failed}; see their output above")
+        raise Planar3DError(f"training failed for folds {sorted(failed)}; see their output above")
 
 
 def run_crossval(config: Config, out: str | Path, folds: Sequence[int] | None = None, overwrite: bool = False,

@@ -50,7 +50,33 @@ def test_documented_flags_exist(command, capsys):
     with pytest.raises(SystemExit) as stop:
         module.main(["--help"])
     assert stop.value.code == 0
-    help_text = capsys.readouterr().out
+    flags = _whole_flags(capsys.readouterr().out)
     for word in command[1:]:
         if word.startswith("--"):
-            assert re.search(rf"{re.escape(word)}\b", help_text), f"{command[0]} has no flag {word}"
+            assert word.split("=")[0] in flags, f"{command[0]} has no flag {word}"
+
+
+def _whole_flags(help_text: str) -> set[str]:
+    """Every ``--flag`` of a help text as a whole word: ``--threshold-rule`` is not ``--threshold``."""
+    return set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*(?![\w-])", help_text))
+
+
+def test_flag_matching_takes_whole_flags():
+    flags = _whole_flags("  --threshold-rule {fixed,reference}\n  --no-tta, --tta  average (default: off)")
+    assert flags == {"--threshold-rule", "--no-tta", "--tta"}
+    assert "--threshold" not in flags
+
+
+def _help_flags(module_name: str, capsys) -> set[str]:
+    module = importlib.import_module(module_name)
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    return _whole_flags(capsys.readouterr().out)
+
+
+def test_flags_named_in_the_prose_exist(capsys):
+    spans = re.findall(r"`([^`]*)`", re.sub(r"```.*?```", "", README, flags=re.S))
+    named = {flag for span in spans for flag in _whole_flags(span)} - {"--help"}
+    assert "--threshold" in named and "--threshold-rule" in named  # the README names both
+    known = set().union(*(_help_flags(f"planar3d.{tool}", capsys) for tool in ("train", "crossval", "predict", "evaluate")))
+    assert sorted(named - known) == []

@@ -62,6 +62,27 @@ def test_config_round_trip(tmp_path):
         load_config(tmp_path / "bad.json")
 
 
+def test_phantom_and_robust_flags_reach_the_config_and_the_data(monkeypatch, tmp_path):
+    from planar3d import phantom
+    from planar3d.cli import add_config_flags, config_from_args, make_parser
+
+    parser = make_parser("test", "test")
+    add_config_flags(parser)
+    config = config_from_args(parser.parse_args(
+        ["--preset", "demo", "--seed", "3", "--phantom-seed", "7", "--phantom-lesion-load", "0.004", "--robust"]))
+    assert (config.seed, config.phantom_seed, config.phantom_lesion_load, config.robust_normalisation) == (3, 7, 0.004, True)
+    default = config_from_args(parser.parse_args(["--preset", "demo", "--seed", "3"]))
+    assert (default.phantom_seed, default.phantom_lesion_load, default.robust_normalisation) == (0, None, False)
+    assert config_from_args(parser.parse_args(["--no-robust"])).robust_normalisation is False
+    # --seed leaves the phantom alone; --phantom-seed and --phantom-lesion-load make it
+    asked = []
+    monkeypatch.setattr(phantom, "ensure_phantom", lambda **options: asked.append(options) or tmp_path)
+    monkeypatch.setattr(train, "find_dataset", lambda root, **options: [root])
+    train.dataset_records(config)
+    train.dataset_records(default)
+    assert asked == [{"seed": 7, "n_per_centre": 5, "lesion_load": 0.004}, {"seed": 0, "n_per_centre": 5}]
+
+
 def test_epoch_keyed_order_is_reproducible():
     volumes = [np.arange(48 * 4 * 4, dtype="float32").reshape(48, 4, 4) + 1000 * i for i in range(3)]
     masks = [np.zeros_like(v) for v in volumes]

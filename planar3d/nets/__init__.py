@@ -4,5 +4,5 @@ and the models built from them.
 Modules: :mod:`~planar3d.nets.layers` (``PlanarConv3D``, ``ACSConv3D``),
 :mod:`~planar3d.nets.mapping` (2D kernel -> 3D kernel), :mod:`~planar3d.nets.weights`
 (loading the 2D VGG16 ImageNet weights), :mod:`~planar3d.nets.model` (the paper's planar 3D
-res-u-net), :mod:`~planar3d.nets.fastconv`.
+res-u-net).
 """

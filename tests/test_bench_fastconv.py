@@ -1,13 +1,19 @@
-"""FastConv3D: Conv3D's results with an input gradient computed as a flipped-kernel convolution."""
+"""The FastConv3D of ``benchmarks/bench_fastconv.py`` (``benchmarks/_fastconv.py``, not part of the
+package: no model uses it): Conv3D's results with an input gradient computed as a flipped-kernel
+convolution, so that the benchmark compares equal computations."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from planar3d.nets.fastconv import FastConv3D, flipped_kernel_conv3d
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _fastconv import FastConv3D, flipped_kernel_conv3d  # noqa: E402
 
 SHAPE = (2, 5, 9, 10, 4)  # (batch, slices, rows, cols, Cin): odd and even sizes
 FILTERS = 3
@@ -125,18 +131,6 @@ def _tiny_model(conv_class, seed: int) -> keras.Model:
     outputs = keras.layers.Conv3D(1, 1, activation="sigmoid", name="out",
                                   kernel_initializer=keras.initializers.GlorotUniform(seed + 2))(x)
     return keras.Model(inputs, outputs)
-
-
-def test_keras_file_round_trip(tmp_path, rng):
-    model = _tiny_model(FastConv3D, seed=1)
-    path = tmp_path / "tiny.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    assert type(loaded.get_layer("c1")) is FastConv3D
-    assert loaded.get_layer("c1").get_config() == model.get_layer("c1").get_config()
-    assert loaded.count_params() == _tiny_model(keras.layers.Conv3D, seed=1).count_params()
-    x = rng.normal(size=(2, 4, 8, 8, 2)).astype("float32")
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_fit_step_updates_weights_like_conv3d(rng):

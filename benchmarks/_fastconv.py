@@ -1,5 +1,8 @@
 """A Conv3D whose input gradient is a forward convolution: same results, cheaper CPU backward.
 
+The benchmark's own copy of the idea (``bench_fastconv.py``); no planar3d model uses it, since
+with oneDNN (TensorFlow's default on x86) it gains nothing (``docs/benchmarks.md``).
+
 For stride 1, the gradient of a convolution with respect to its input is itself a
 convolution: the output gradient convolved with the kernel flipped along every spatial axis
 and with its input and output channels swapped, padded by ``(K - 1 - before, K - 1 - after)``
@@ -111,7 +114,6 @@ def flipped_kernel_conv3d(
     return _conv(inputs, kernel)
 
 
-@keras.saving.register_keras_serializable(package="planar3d")
 class FastConv3D(keras.layers.Conv3D):
     """``keras.layers.Conv3D`` with a cheaper CPU input gradient when oneDNN is off; same results.
 
