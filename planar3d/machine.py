@@ -68,9 +68,11 @@ def numerics_record() -> dict[str, object]:
                     break
     except OSError:
         pass
-    try:
-        determinism = bool(tf.config.is_op_determinism_enabled())
-    except AttributeError:  # older TensorFlow
+    try:  # TensorFlow exports the setter only; the getter lives beside it
+        from tensorflow.python.framework.config import is_op_determinism_enabled
+
+        determinism = bool(is_op_determinism_enabled())
+    except ImportError:
         determinism = None
     return {
         "cpu": model or platform.processor() or platform.machine(),

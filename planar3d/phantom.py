@@ -38,10 +38,13 @@ __all__ = [
     "CentreSpec",
     "CENTRES",
     "DEFAULT_SCALE",
+    "MODES",
 ]
 
 #: Native grids are this fraction of the paper's in each dimension (36x128x128, ...).
 DEFAULT_SCALE = 0.25
+#: phantom modes: ``simple`` (the original) and ``realistic`` (:mod:`planar3d.phantom_realistic`).
+MODES = ("simple", "realistic")
 PHANTOM_VERSION = 1
 INFO_NAME = "phantom.json"
 
@@ -93,8 +96,9 @@ def ensure_phantom(root: str | os.PathLike | None = None, **kwargs) -> Path:
     """Return a phantom dataset folder, generating it on first use.
 
     Args:
-        root: dataset folder; default ``default_phantom_root() / "msseg-phantom-scale<scale>-n<n>-seed<seed>[-load<l>]"``.
-        **kwargs: ``n_per_centre``, ``scale``, ``seed``, ``lesion_load`` of
+        root: dataset folder; default ``default_phantom_root() /
+            "msseg-phantom-scale<scale>-n<n>-seed<seed>[-load<l>][-realistic]"``.
+        **kwargs: ``n_per_centre``, ``scale``, ``seed``, ``lesion_load``, ``mode`` of
             :func:`make_phantom_dataset`.
 
     Returns:
@@ -109,11 +113,15 @@ def ensure_phantom(root: str | os.PathLike | None = None, **kwargs) -> Path:
         name = f"msseg-phantom-scale{options['scale']:g}-n{options['n_per_centre']}-seed{options['seed']}"
         if options["lesion_load"] is not None:
             name += f"-load{options['lesion_load']:g}"
+        if options["mode"] != "simple":
+            name += f"-{options['mode']}"
         root = default_phantom_root() / name
     root = Path(root)
     info = root / INFO_NAME
     if info.is_file():
         stored = json.loads(info.read_text(encoding="utf-8")).get("options")
+        if isinstance(stored, dict):
+            stored = {"mode": "simple", **stored}  # phantoms written before modes existed are simple
         if stored != options:
             raise Planar3DError(f"{root}: holds a phantom made with {stored}, not {options}; choose another root")
         return root
@@ -132,6 +140,7 @@ def make_phantom_dataset(
     seed: int = 0,
     lesion_load: float | None = None,
     overwrite: bool = False,
+    mode: str = "simple",
 ) -> list[Record]:
     """Write a phantom dataset in the MSSEG-2016 layout, deterministic for a seed.
 
@@ -148,6 +157,10 @@ def make_phantom_dataset(
         lesion_load: target fraction of lesion voxels per subject (e.g. 0.002); None
             uses each centre's paper Table 1 value. Each subject varies around it.
         overwrite: replace an existing ``root``.
+        mode: ``simple`` (bright white-matter ovoids, one acquisition for all centres) or
+            ``realistic`` (MS lesion types, sizes and partial-volume borders, per-centre
+            contrast, bias field and SNR, lesion load per centre exactly Table 1 on average;
+            :mod:`planar3d.phantom_realistic`).
 
     Returns:
         The records of the written dataset, sorted by patient id.
@@ -156,7 +169,7 @@ def make_phantom_dataset(
         Planar3DError: an argument out of range.
         InputFileError: ``root`` exists and ``overwrite`` is False.
     """
-    options = _phantom_options(n_per_centre=n_per_centre, scale=scale, seed=seed, lesion_load=lesion_load)
+    options = _phantom_options(n_per_centre=n_per_centre, scale=scale, seed=seed, lesion_load=lesion_load, mode=mode)
     root = Path(root)
     if root.exists() and not overwrite:
         raise InputFileError(root, "output exists; pass --overwrite (overwrite=True) to replace it")
@@ -164,14 +177,32 @@ def make_phantom_dataset(
     finest_mm = min(min(np.array(spec.field_of_view_mm) / np.array(_native_affine(spec, scale)[0])) for spec in CENTRES)
     anatomy = _mni_anatomy(resolution=2 if finest_mm >= _COARSE_TEMPLATE_MM else 1)
     rng = np.random.default_rng(seed)
+    sites = None
+    if mode == "realistic":
+        from planar3d.phantom_realistic import lesion_anatomy
+
+        sites = lesion_anatomy(anatomy)
     subjects = []
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{root.name}-", dir=root.parent))
     try:
         for spec in CENTRES:
-            for patient_id in _patient_ids(spec.centre, n_per_centre, rng):
-                subject_rng = np.random.default_rng(rng.integers(2**63))
-                target = (spec.lesion_load if lesion_load is None else lesion_load) * subject_rng.uniform(0.7, 1.3)
-                scan, mask, affine, n_lesions = _make_subject(anatomy, spec, scale, target, subject_rng)
+            ids = _patient_ids(spec.centre, n_per_centre, rng)
+            subject_rngs = [np.random.default_rng(rng.integers(2**63)) for _ in ids] if sites is not None else None
+            if sites is not None:  # loads around the centre's value, averaging to it exactly
+                factors = np.array([r.uniform(0.5, 1.5) for r in subject_rngs])
+                factors /= factors.mean()
+            for index, patient_id in enumerate(ids):
+                base_load = spec.lesion_load if lesion_load is None else lesion_load
+                facts = {}
+                if sites is None:
+                    subject_rng = np.random.default_rng(rng.integers(2**63))
+                    target = base_load * subject_rng.uniform(0.7, 1.3)
+                    scan, mask, affine, n_lesions = _make_subject(anatomy, spec, scale, target, subject_rng)
+                else:
+                    target = base_load * float(factors[index])
+                    scan, mask, affine, facts = _make_realistic_subject(anatomy, sites, spec, scale, target,
+                                                                        subject_rngs[index])
+                    n_lesions = facts.pop("n_lesions")
                 folder = tmp / patient_id
                 folder.mkdir()
                 _save(scan, affine, folder / MSSEG_SCAN_NAME)
@@ -185,6 +216,8 @@ def make_phantom_dataset(
                         "axcodes": list(nib.aff2axcodes(affine)),
                         "n_lesions": n_lesions,
                         "lesion_ratio": float(mask.mean()),
+                        "target_lesion_ratio": float(target),
+                        **facts,
                     }
                 )
         info = {"version": PHANTOM_VERSION, "options": options, "subjects": subjects}
@@ -202,8 +235,11 @@ def make_phantom_dataset(
 
 
 def _phantom_options(
-    n_per_centre: int = 5, scale: float = DEFAULT_SCALE, seed: int = 0, lesion_load: float | None = None
+    n_per_centre: int = 5, scale: float = DEFAULT_SCALE, seed: int = 0, lesion_load: float | None = None,
+    mode: str = "simple",
 ) -> dict:
+    if mode not in MODES:
+        raise Planar3DError(f"mode must be one of {list(MODES)}. Received: mode={mode!r}")
     if isinstance(n_per_centre, bool) or not isinstance(n_per_centre, (int, np.integer)) or n_per_centre < 1:
         raise Planar3DError(f"n_per_centre must be a positive integer. Received: n_per_centre={n_per_centre!r}")
     if n_per_centre > 999:
@@ -219,6 +255,7 @@ def _phantom_options(
         "scale": float(scale),
         "seed": int(seed),
         "lesion_load": None if lesion_load is None else float(lesion_load),
+        "mode": mode,
     }
 
 
@@ -306,9 +343,9 @@ def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator, control: int
     return ndimage.zoom(middle, [n / m for n, m in zip(shape, middle_shape)], order=1, mode="nearest", grid_mode=True)
 
 
-def _make_subject(
-    anatomy: dict, spec: CentreSpec, scale: float, lesion_load: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _subject_geometry(anatomy: dict, spec: CentreSpec, scale: float, rng: np.random.Generator):
+    """Native grid, affine, spacing, and the template-space position of every native voxel
+    (the subject's head: the template rotated, scaled, shifted and smoothly deformed)."""
     shape, affine = _native_affine(spec, scale)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(0))
 
@@ -324,6 +361,13 @@ def _make_subject(
     mni_inverse = np.linalg.inv(anatomy["affine"])
     template_voxels = template_world @ mni_inverse[:3, :3].T + mni_inverse[:3, 3]
     coords = np.moveaxis(template_voxels, -1, 0).astype(np.float32)
+    return shape, affine, spacing, template_world, coords
+
+
+def _make_subject(
+    anatomy: dict, spec: CentreSpec, scale: float, lesion_load: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    shape, affine, spacing, template_world, coords = _subject_geometry(anatomy, spec, scale, rng)
 
     # FLAIR-like contrast, blurred to the native resolution before sampling
     contrast = {name: value * rng.uniform(0.92, 1.08) for name, value in _TISSUE_INTENSITY.items()}
@@ -373,6 +417,21 @@ def _make_subject(
     imaginary = rng.normal(0, sigma_noise, shape).astype(np.float32)
     scan = np.round(np.sqrt(real**2 + imaginary**2)).astype(np.int16)
     return scan, mask.astype(np.uint8), affine, n_lesions
+
+
+def _make_realistic_subject(
+    anatomy: dict, sites: dict, spec: CentreSpec, scale: float, lesion_load: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    from planar3d.phantom_realistic import make_realistic_subject
+
+    shape, affine, spacing, template_world, coords = _subject_geometry(anatomy, spec, scale, rng)
+    linear = np.abs(affine[:3, :3]) / spacing  # direction cosines of the voxel axes
+    world_spacing = spacing[np.argmax(linear, axis=1)]  # voxel size along world x, y, z
+    scan, mask, facts = make_realistic_subject(
+        template_world.reshape(-1, 3), {"coords": coords, "world_spacing": world_spacing}, shape, spacing,
+        spec.centre, lesion_load, sites, anatomy, rng,
+    )
+    return scan, mask, affine, facts
 
 
 def _sample_field(field: np.ndarray, world: np.ndarray) -> np.ndarray:
