@@ -16,7 +16,17 @@ def machine() -> str:
 
     return (f"{platform.node()} | {os.cpu_count()} CPU | {platform.processor() or platform.machine()} | "
             f"Python {platform.python_version()} | TensorFlow {tf.__version__} | "
-            f"GPU: {len(tf.config.list_physical_devices('GPU'))}")
+            f"GPU: {len(tf.config.list_physical_devices('GPU'))} | ISA: {isa_summary()}")
+
+
+def isa_summary() -> str:
+    """The CPU's vector instruction sets that decide oneDNN's kernels (avx2, avx512*, amx*),
+    plus ``ONEDNN_MAX_CPU_ISA`` when it caps them."""
+    from planar3d.machine import cpu_isa_flags
+
+    flags = [f for f in cpu_isa_flags() if f.startswith(("avx2", "avx512", "amx"))]
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return (" ".join(flags) or "unknown") + (f" (ONEDNN_MAX_CPU_ISA={cap})" if cap else "")
 
 
 def interleaved_medians(functions: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:

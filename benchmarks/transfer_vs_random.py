@@ -8,11 +8,14 @@ every variant gets the same number of epochs; the best epoch by validation loss 
 - ``planar_random_trainable``: planar, random kernels, encoder trained;
 - ``acs_imagenet_frozen``: ACS mapping of the ImageNet kernels, frozen.
 Every run is a :func:`planar3d.train.train_fold` in ``OUT/seed_<s>/<variant>/`` (finished
-runs are reused, killed ones resume). Writes ``docs/transfer_vs_random.md`` (validation
-Dice per epoch, test Dice per scan and mean per variant) and ``docs/transfer_vs_random.png``
+runs are reused, killed ones resume). Writes ``docs/transfer_vs_random.md`` (mean ± sd over
+seeds per variant; the paired difference of the ImageNet planar encoder to each other variant
+with a 95 % bootstrap interval over seeds and scans and Wilcoxon signed-rank tests, see
+:mod:`planar3d.stats`; validation Dice per epoch and test Dice per scan),
+``docs/transfer_vs_random.csv`` (per-scan values) and ``docs/transfer_vs_random.png``
 (validation Dice curves).
 
-    python benchmarks/transfer_vs_random.py [--preset demo] [--epochs N] [--seeds 0,1] [--fold 4]
+    python benchmarks/transfer_vs_random.py [--preset demo] [--epochs N] [--seeds 0,1,2,3,4] [--fold 4]
 """
 
 from __future__ import annotations
@@ -68,47 +71,83 @@ def _plot_curves(curves: dict[str, dict[int, list[float]]], path: Path, title: s
 
 
 def _write_outputs(args: argparse.Namespace, argv: list[str] | None, curves: dict, test: dict, epochs: int) -> None:
-    """Write the Markdown table and the curve PNG from the runs finished so far."""
+    """Write the Markdown report, the per-scan CSV and the curve PNG from the runs finished so far."""
     from planar3d.atomic import write_text_atomic
+    from planar3d.stats import mean_sd, paired_difference, paired_matrix
+    from planar3d.train import write_rows
 
     variants = [v for v in curves if curves[v]]
     seeds = sorted({seed for v in variants for seed in curves[v]})
+    command = "python benchmarks/transfer_vs_random.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         "# Transfer vs random encoders at the same budget",
         "",
         f"Preset `{args.preset}`, {epochs} epochs, fold {args.fold}, seeds {seeds}, data: "
         f"{args.data or 'built-in phantom'}; early stopping off; the test uses the best epoch by "
-        "validation loss. Test Dice per held-out scan at the preset's threshold.",
+        "validation loss. Test Dice per held-out scan at the preset's threshold. Per-scan values: "
+        "`transfer_vs_random.csv`.",
         "",
-        "| variant | seed | validation Dice per epoch | test Dice per scan | mean test Dice |",
-        "|---|---:|---|---|---:|",
+        f"Command: `{command.strip()}`",
+        "",
+        "| variant | test Dice, mean ± sd over seeds | n seeds | per-seed means |",
+        "|---|---:|---:|---|",
     ]
+    csv_rows = []
+    for variant in variants:
+        means = [statistics.mean(r["dice"] for r in test[variant][s]) for s in sorted(test[variant])]
+        mean, sd, n = mean_sd(means)
+        spread = f"{mean:.3f} ± {sd:.3f}" if n > 1 else f"{mean:.3f} (one seed)"
+        lines.append(f"| {variant} | {spread} | {n} | {', '.join(f'{m:.3f}' for m in means)} |")
+        for seed in sorted(test[variant]):
+            csv_rows += [{"variant": variant, "seed": seed, "patient": r["patient"], "centre": r["centre"],
+                          "dice": r["dice"], "sensitivity": r["sensitivity"]} for r in test[variant][seed]]
+    reference = "planar_imagenet_frozen"
+    comparisons = []
+    if reference in variants:
+        for variant in variants:
+            if variant == reference:
+                continue
+            shared = sorted(set(test[reference]) & set(test[variant]))
+            if len(shared) < 2:
+                continue
+            table = {v: {(s, r["patient"]): r["dice"] for s in shared for r in test[v][s]} for v in (reference, variant)}
+            a, b, _, scans = paired_matrix(table[reference], table[variant])
+            comparisons.append((variant, paired_difference(a, b), len(shared), len(scans)))
+    if comparisons:
+        lines += ["", f"Paired differences, {reference} minus each variant (same seeds, same test scans):", "",
+                  "| variant | difference in test Dice | 95 % bootstrap interval (seeds and scans) | "
+                  f"{reference} better in | Wilcoxon p, per-seed means | Wilcoxon p, all pairs |",
+                  "|---|---:|---|---:|---:|---:|"]
+        for variant, c, n_seeds, n_scans in comparisons:
+            lines.append(f"| {variant} | {c['difference']:+.3f} | [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | "
+                         f"{round(c['wins'] * n_seeds * n_scans)} of {n_seeds * n_scans} pairs | {c['p_seeds']:.3g} | "
+                         f"{c['p_pairs']:.3g} |")
+        lines += ["", "The interval resamples seeds and test scans (two-way bootstrap, `planar3d.stats`). With "
+                  f"{len(seeds)} seeds the per-seed Wilcoxon test cannot go below p = {2 / 2 ** len(seeds):.3g}; the "
+                  "all-pairs test treats pairs that share scans and seeds as independent and is descriptive only. "
+                  "The interval covers the variation over seeds and over these test scans of one fold, not over "
+                  "other data sets: a phantom result, not an MSSEG-2016 one."]
+    lines += ["", "| variant | seed | validation Dice per epoch | test Dice per scan | mean test Dice |",
+              "|---|---:|---|---|---:|"]
     for variant in variants:
         for seed in sorted(test[variant]):
             rows = test[variant][seed]
             val = ", ".join(f"{d:.3f}" for d in curves[variant][seed])
             per_scan = ", ".join(f"{row['patient']} {row['dice']:.3f}" for row in rows)
-            mean = statistics.mean(row["dice"] for row in rows)
-            lines.append(f"| {variant} | {seed} | {val} | {per_scan} | {mean:.3f} |")
-    lines += ["", "| variant | mean test Dice over seeds and scans | sd over seeds |", "|---|---:|---:|"]
-    for variant in variants:
-        means = [statistics.mean(r["dice"] for r in test[variant][s]) for s in sorted(test[variant])]
-        spread = f"{statistics.stdev(means):.3f}" if len(means) > 1 else "n/a (1 seed)"
-        lines.append(f"| {variant} | {statistics.mean(means):.3f} | {spread} |")
-    command = "python benchmarks/transfer_vs_random.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines += ["", "![validation Dice per epoch](transfer_vs_random.png)", "",
-              f"Command: `{command.strip()}`", "", f"Machine: {machine()}", ""]
+            lines.append(f"| {variant} | {seed} | {val} | {per_scan} | {statistics.mean(r['dice'] for r in rows):.3f} |")
+    lines += ["", "![validation Dice per epoch](transfer_vs_random.png)", "", f"Machine: {machine()}", ""]
     markdown = write_text_atomic(args.docs / "transfer_vs_random.md", "\n".join(lines))
+    write_rows(args.docs / "transfer_vs_random.csv", csv_rows)
     figure = args.docs / "transfer_vs_random.png"
     _plot_curves(curves, figure, f"validation Dice, preset {args.preset}, fold {args.fold}")
-    print(f"wrote {markdown} and {figure}", flush=True)
+    print(f"wrote {markdown}, {args.docs / 'transfer_vs_random.csv'} and {figure}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="demo", help="configuration preset (default demo)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the preset's)")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default 0,1,2,3,4)")
     parser.add_argument("--fold", type=int, default=4, help="cross-validation fold (default 4, the demo's)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated (default all: {','.join(VARIANTS)})")
     parser.add_argument("--data", default=None, help="dataset folder (default: the built-in phantom)")

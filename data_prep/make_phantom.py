@@ -1,7 +1,7 @@
 """Write the built-in MSSEG-like phantom dataset (offline, from nilearn's MNI152 templates).
 
 Usage:
-    python data_prep/make_phantom.py OUT [--n-per-centre 5] [--scale 0.25] [--seed 0]
+    python data_prep/make_phantom.py OUT [--n-per-centre 5] [--scale 0.25] [--seed 0] [--mode realistic]
         [--lesion-load FRACTION] [--overwrite]
     python data_prep/make_phantom.py --default     # the cached built-in phantom (ensure_phantom)
     python data_prep/make_phantom.py OUT --bids    # the same phantom as a BIDS dataset
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed; default: 0")
     parser.add_argument("--lesion-load", type=float, default=None,
                         help="target lesion voxel fraction per subject, e.g. 0.002; default: paper Table 1 per centre")
+    parser.add_argument("--mode", choices=("simple", "realistic"), default="simple",
+                        help="'simple' or 'realistic' (MS lesion types and sizes, partial volume, per-centre "
+                             "contrast, bias field and SNR); default: simple")
     parser.add_argument("--bids", action="store_true",
                         help="write a BIDS dataset (raw FLAIR + derivatives/consensus masks); default: MSSEG-2016 layout")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder; default: off")
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.out is None) == (not args.default):
         parser.error("give either OUT or --default")
-    options = dict(n_per_centre=args.n_per_centre, scale=args.scale, seed=args.seed, lesion_load=args.lesion_load)
+    options = dict(n_per_centre=args.n_per_centre, scale=args.scale, seed=args.seed, lesion_load=args.lesion_load,
+                   mode=args.mode)
     start = time.perf_counter()
     try:
         if args.bids:

@@ -92,6 +92,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--phantom-scale", type=float, help="built-in phantom grid scale (default: the phantom's default)")
     group.add_argument("--phantom-n-per-centre", type=int, help="built-in phantom subjects per centre (default 5, as MSSEG-2016)")
     group.add_argument("--phantom-seed", type=int, help="seed of the built-in phantom's subjects and lesions (default 0)")
+    group.add_argument("--phantom-mode", choices=("simple", "realistic"),
+                       help="built-in phantom: 'simple' (default) or 'realistic' (MS lesion types, sizes and "
+                       "partial volume; per-centre contrast, bias field and SNR)")
     group.add_argument("--phantom-lesion-load", type=float,
                        help="built-in phantom's fraction of lesion voxels per subject, e.g. 0.002 (default: per centre, paper Table 1)")
     _bool_flag(group, "--robust", "percentile (0.5-99.5) instead of min-max intensity scaling (default off, paper); "
@@ -127,7 +130,7 @@ def config_from_args(args: argparse.Namespace, **extra) -> Config:
     names = ("data", "cache_dir", "size", "window", "stride", "channels", "epochs", "batch_size", "lr",
              "lr_decay", "lr_schedule", "patience", "empty_window_weight", "encoder_weights", "bottleneck_init", "mapping",
              "freeze_encoder", "seed", "seeds", "mixed_precision", "deterministic", "strategy", "threshold", "threshold_rule", "blend",
-             "tta", "eval_space", "split", "phantom_scale", "phantom_n_per_centre", "phantom_seed", "phantom_lesion_load", "masks_from", "acq", "run",
+             "tta", "eval_space", "split", "phantom_scale", "phantom_n_per_centre", "phantom_seed", "phantom_mode", "phantom_lesion_load", "masks_from", "acq", "run",
              "centre_column", "participant_label", "session_label")
     overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
     if overrides.get("seed") is not None and overrides.get("seeds") is not None:

@@ -26,6 +26,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "eval_space": ("native", "resampled"),
     "lr_schedule": ("constant", "cosine"),
     "split": ("patient", "centre"),
+    "phantom_mode": ("simple", "realistic"),
 }
 
 
@@ -40,7 +41,9 @@ class Config:
         size: edge of the resampled cube (paper: 256), a multiple of 16.
         robust_normalisation: percentile instead of min-max intensity scaling.
         phantom_scale, phantom_n_per_centre, phantom_lesion_load, phantom_seed: built-in phantom
-            options (``--seed`` does not change the phantom).
+            options (``--seed`` does not change the phantom); phantom_mode: ``simple`` (bright
+            white-matter ovoids, one acquisition) or ``realistic`` (MS lesion types and sizes,
+            partial volume, per-centre contrast, bias and SNR; :mod:`planar3d.phantom_realistic`).
     BIDS input (when ``data`` is a BIDS root; see :mod:`planar3d.bidsio`): masks_from
         (derivatives pipeline holding the lesion masks), acq and run (pick one FLAIR among
         several), centre_column (participants.tsv column naming the centre; default the
@@ -75,6 +78,7 @@ class Config:
     phantom_n_per_centre: int = 5
     phantom_lesion_load: float | None = None
     phantom_seed: int = 0
+    phantom_mode: str = "simple"
     masks_from: str | None = None
     acq: str | None = None
     run: int | None = None

@@ -62,7 +62,7 @@ def dataset_records(config: Config) -> list[Record]:
         return find_dataset(config.data, require_masks=True, bids=config.bids_options())
     from planar3d.phantom import ensure_phantom
 
-    options = {"seed": config.phantom_seed, "n_per_centre": config.phantom_n_per_centre}
+    options = {"seed": config.phantom_seed, "n_per_centre": config.phantom_n_per_centre, "mode": config.phantom_mode}
     if config.phantom_scale is not None:
         options["scale"] = config.phantom_scale
     if config.phantom_lesion_load is not None:
