@@ -69,7 +69,8 @@ def test_phantom_and_robust_flags_reach_the_config_and_the_data(monkeypatch, tmp
     parser = make_parser("test", "test")
     add_config_flags(parser)
     config = config_from_args(parser.parse_args(
-        ["--preset", "demo", "--seed", "3", "--phantom-seed", "7", "--phantom-lesion-load", "0.004", "--robust"]))
+        ["--preset", "demo", "--seed", "3", "--phantom-seed", "7", "--phantom-lesion-load", "0.004", "--robust",
+         "--phantom-mode", "realistic"]))
     assert (config.seed, config.phantom_seed, config.phantom_lesion_load, config.robust_normalisation) == (3, 7, 0.004, True)
     default = config_from_args(parser.parse_args(["--preset", "demo", "--seed", "3"]))
     assert (default.phantom_seed, default.phantom_lesion_load, default.robust_normalisation) == (0, None, False)
@@ -80,7 +81,8 @@ def test_phantom_and_robust_flags_reach_the_config_and_the_data(monkeypatch, tmp
     monkeypatch.setattr(train, "find_dataset", lambda root, **options: [root])
     train.dataset_records(config)
     train.dataset_records(default)
-    assert asked == [{"seed": 7, "n_per_centre": 5, "lesion_load": 0.004}, {"seed": 0, "n_per_centre": 5}]
+    assert asked == [{"seed": 7, "n_per_centre": 5, "mode": "realistic", "lesion_load": 0.004},
+                     {"seed": 0, "n_per_centre": 5, "mode": "simple"}]
 
 
 def test_epoch_keyed_order_is_reproducible():
