@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from planar3d.atomic import check_destinations
+from planar3d.cli import run_cli
 from planar3d.data import default_cache_dir, load_cases
-from planar3d.errors import Planar3DError
 from planar3d.io import find_dataset, load_mask, load_scan
 from planar3d.phantom import ensure_phantom
 from planar3d.preprocess import to_native
@@ -47,20 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@run_cli
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if (args.data is None) == (not args.phantom):
         parser.error("give either DATA or --phantom")
     start = time.perf_counter()
-    try:
-        data = ensure_phantom() if args.phantom else args.data
-        records = find_dataset(data, require_masks=True)
-        cases = load_cases(records, size=args.size, cache_dir=args.cache_dir, robust=args.robust,
-                           progress=not args.no_progress)
-    except Planar3DError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    check_destinations(folders=[args.cache_dir or default_cache_dir()])  # before any work
+    data = ensure_phantom() if args.phantom else args.data
+    records = find_dataset(data, require_masks=True)
+    cases = load_cases(records, size=args.size, cache_dir=args.cache_dir, robust=args.robust,
+                       progress=not args.no_progress)
     print(f"{len(cases)} scans from {data} cached at {args.size}^3 in {time.perf_counter() - start:.1f} s "
           f"(cache: {args.cache_dir or default_cache_dir()})")
     print(summary(cases))

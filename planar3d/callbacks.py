@@ -16,7 +16,7 @@ from typing import Sequence
 
 import keras
 
-from planar3d.atomic import atomic_path
+from planar3d.atomic import atomic_path, publish_folder
 
 __all__ = ["AtomicBackupAndRestore", "BestModelCheckpoint", "LearningCurves", "ResumableEarlyStopping"]
 
@@ -37,8 +37,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """``BackupAndRestore`` whose backup is never half-written.
 
     Each epoch's weights (optimizer state included) and metadata go to a new folder that
-    replaces ``current/`` by rename; ``previous/`` is kept until the swap is complete, so a
-    kill between the renames still leaves a whole backup.
+    replaces ``current/`` by rename once synced to disk; ``previous/`` is kept until the swap
+    is complete, so a kill (or a power cut) between the renames still leaves a whole backup.
     """
 
     def __init__(self, backup_dir: str | Path):
@@ -70,7 +70,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         if current.exists():
             shutil.rmtree(previous, ignore_errors=True)
             current.rename(previous)
-        staging.rename(current)
+        publish_folder(staging, current)  # synced to disk before the rename
         shutil.rmtree(previous, ignore_errors=True)
 
     def _load_model(self):

@@ -1,21 +1,31 @@
 """What the command-line tools share: the common flags, config resolution, error handling.
 
 Every tool is a ``main(argv=None)`` over a Python API. User errors (:class:`Planar3DError`)
-print one line ``error: ...`` on stderr and exit with status 2, without a traceback.
+print one line ``error: ...`` on stderr and exit with status 2, without a traceback. An
+output that cannot be written once the work is under way (:class:`~planar3d.errors.OutputError`,
+or any other ``OSError``: disk full, a folder removed under the run) prints one line naming
+the path and exits with status 1; Ctrl-C exits with 130. Unfinished progress bars are closed
+first, so the error starts its own line. TensorFlow's C++ start-up lines are hidden unless
+``--verbose``; ``--help`` never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import functools
+import importlib.abc
 import os
+import re
 import sys
+import tempfile
 from typing import Callable
 
 from planar3d.config import Config, PRESETS, make_config
 from planar3d.errors import Planar3DError
 
-__all__ = ["add_bids_flags", "add_config_flags", "add_run_flags", "config_from_args", "make_parser", "run_cli"]
+__all__ = ["add_bids_flags", "add_config_flags", "add_run_flags", "config_from_args", "make_parser", "os_error_line", "run_cli"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +45,11 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def make_parser(description: str, prog: str) -> argparse.ArgumentParser:
-    return _Parser(prog=prog, description=description, formatter_class=_DefaultsFormatter)
+    """The parser of a planar3d tool, with the shared ``--verbose`` flag."""
+    parser = _Parser(prog=prog, description=description, formatter_class=_DefaultsFormatter)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's C++ start-up and log lines (default: hidden)")
+    return parser
 
 
 def _bool_flag(parser, name: str, help_text: str) -> None:
@@ -142,22 +156,122 @@ def config_from_args(args: argparse.Namespace, **extra) -> Config:
     return make_config(args.preset, **overrides)
 
 
+#: TensorFlow's start-up lines: absl's pre-initialisation notice, C++ log lines
+#: (``I0000 00:00:... port.cc:153] ...``) and the CPU feature guard's second line.
+_TF_STARTUP_LINE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWE]\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\] .*"
+    r"|To enable the following instructions: .*)$"
+)
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Import ``tensorflow`` with file descriptor 2 captured, then pass on what is not start-up noise."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _QuietLoader(spec.loader)
+                return spec
+        return None
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        with _filtered_stderr():
+            self._loader.exec_module(module)
+            with contextlib.suppress(Exception):  # device discovery logs its own lines (cuInit)
+                module.config.list_physical_devices()
+
+
+@contextlib.contextmanager
+def _filtered_stderr():
+    """Capture file descriptor 2; afterwards write back every line but TensorFlow's start-up lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not _TF_STARTUP_LINE.match(line.rstrip("\n"))]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def _close_progress_bars() -> None:
+    """Close unfinished tqdm bars so that the next line starts at the left margin."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        with contextlib.suppress(Exception):
+            bar.close()
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for an ``OSError``: the path first, then the reason (disk full said as such)."""
+    path = error.filename if error.filename is not None else None
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = f"the disk is full ({error.strerror})"
+    else:
+        reason = error.strerror or str(error) or type(error).__name__
+    return f"{path}: {reason}" if path is not None else reason
+
+
+def _fail(message: str, status: int) -> int:
+    _close_progress_bars()
+    sys.stdout.flush()
+    print(message, file=sys.stderr)
+    return status
+
+
 def run_cli(function: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Decorate a ``main(argv)``: user errors become one line on stderr and exit status 2."""
+    """Decorate a ``main(argv)``: errors become one line on stderr with the documented exit status.
+
+    :class:`Planar3DError` exits 2 (its ``exit_status``: 1 for an
+    :class:`~planar3d.errors.OutputError`), any other ``OSError`` 1, ``MemoryError`` 1,
+    Ctrl-C 130. Without ``--verbose`` in ``argv``, TensorFlow's start-up lines are hidden.
+    """
 
     @functools.wraps(function)
     def main(argv: list[str] | None = None) -> int:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)
+        if verbose:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        else:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        finder = None
+        if not verbose and "tensorflow" not in sys.modules:
+            finder = _QuietTensorFlowFinder()
+            sys.meta_path.insert(0, finder)
         try:
             return function(argv)
         except Planar3DError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return _fail(f"error: {error}", getattr(error, "exit_status", 2))
+        except OSError as error:
+            return _fail(f"error: {os_error_line(error)}", 1)
         except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
+            return _fail("interrupted", 130)
         except MemoryError:
-            print("error: out of memory: try --batch-size 1 or a smaller --size", file=sys.stderr)
-            return 1
+            return _fail("error: out of memory: try --batch-size 1 or a smaller --size", 1)
+        finally:
+            if finder is not None and finder in sys.meta_path:
+                sys.meta_path.remove(finder)
 
     return main

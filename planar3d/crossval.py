@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from planar3d.atomic import write_text_atomic
+from planar3d.atomic import check_destinations, write_text_atomic
 from planar3d.cli import add_config_flags, add_run_flags, config_from_args, make_parser, run_cli
 from planar3d.config import Config
 from planar3d.errors import Planar3DError
@@ -116,12 +116,28 @@ def run_crossval(config: Config, out: str | Path, folds: Sequence[int] | None = 
     outputs summarise over seeds (see :mod:`planar3d.grid`); the rows then carry ``seed``.
     ``folds`` defaults to ``config.folds``; with ``config.split == "centre"`` it defaults to
     one fold per centre of the data (the preset's folds are the paper's patient folds).
+    The run folder and the cache are checked before any work, and the run folder is locked
+    for the duration (the folds lock their own folders, so ``--parallel``'s fold processes
+    do not collide with it).
+
+    Raises:
+        Planar3DError: as :func:`planar3d.train.train_fold`; the run folder is in use.
     """
+    from planar3d.data import default_cache_dir
+    from planar3d.runlock import run_lock
+
+    out = Path(out)
+    check_destinations(folders=[out, config.cache_dir or default_cache_dir()])
+    with run_lock(out):
+        return _run_seeds(config, out, folds, overwrite, resume, parallel_argv)
+
+
+def _run_seeds(config: Config, out: Path, folds: Sequence[int] | None, overwrite: bool, resume: bool | None,
+               parallel_argv: Sequence[str] | None) -> list[dict]:
     from planar3d.grid import seed_config, seed_dir, write_seed_outputs
     from planar3d.plots import plot_metric_boxplots
     from planar3d.train import write_rows
 
-    out = Path(out)
     if folds is None and config.split == "centre":  # one fold per centre
         from planar3d.train import dataset_records, n_split_folds
 

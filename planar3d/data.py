@@ -6,8 +6,12 @@ case is stored under ``<cache_dir>/<key>/`` as ``volume.npy`` (float32), ``mask.
 arrays. The key is a SHA-256 of the scan's and mask's file contents and of every
 preprocessing parameter (size, robust scaling, target orientation, preprocessing
 version), so a changed file or parameter is a cache miss. An entry is written into a
-temporary folder and renamed into place when complete, so a killed process never leaves
-an entry that is read as valid; an entry whose files are unreadable is rebuilt.
+temporary folder, synced to disk and renamed into place when complete, so a killed process
+or a power cut never leaves an entry that is read as valid, and readers never see a
+half-written one; an entry whose files are unreadable is moved aside and rebuilt. Several
+processes may fill one cache at once (folds started in parallel): each entry is published
+by exactly one of them, the others use it. Entries get the modes the umask implies (0755
+folders, 0644 files under umask 022), so a cache can be shared.
 
 The default cache folder is ``$PLANAR3D_HOME/cache`` (else ``~/.cache/planar3d/cache``):
 keys depend on content only, so one cache serves every dataset and run, including
@@ -21,13 +25,14 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from planar3d.atomic import publish_folder, temp_folder
 from planar3d.errors import Planar3DError
 from planar3d.io import Record, load_mask, load_scan
 from planar3d.preprocess import PREPROCESS_VERSION, SAGITTAL_AXCODES, check_size, preprocess
@@ -128,13 +133,12 @@ def load_case(record: Record, size: int, cache_dir: str | os.PathLike, robust: b
     """Load one record through the cache (see :func:`load_cases`)."""
     readable_id = re.sub(r"[^A-Za-z0-9_-]", "_", record.patient_id)[:40]
     entry = Path(cache_dir) / f"{readable_id}-{cache_key(record, size, robust)[:32]}"
-    case = _read_entry(entry, record, size)
-    if case is None:
-        _write_entry(entry, record, size, robust)
+    for _ in range(3):  # a damaged entry is moved aside, rebuilt, and read again
         case = _read_entry(entry, record, size)
-        if case is None:
-            raise Planar3DError(f"{entry}: cache entry unreadable right after writing it")
-    return case
+        if case is not None:
+            return case
+        _write_entry(entry, record, size, robust)
+    raise Planar3DError(f"{entry}: cache entry unreadable right after writing it")
 
 
 def _read_entry(entry: Path, record: Record, size: int) -> CachedCase | None:
@@ -148,8 +152,8 @@ def _read_entry(entry: Path, record: Record, size: int) -> CachedCase | None:
         arrays = [volume] if mask is None else [volume, mask]
         if any(array.shape != (size,) * 3 or array.dtype != np.float32 for array in arrays):
             raise ValueError("wrong shape or dtype")
-    except (OSError, ValueError):
-        shutil.rmtree(entry, ignore_errors=True)
+    except (OSError, ValueError, KeyError):
+        _discard(entry)
         return None
     return CachedCase(record.patient_id, record.centre, volume, mask, meta, record)
 
@@ -159,20 +163,25 @@ def _write_entry(entry: Path, record: Record, size: int, robust: bool) -> None:
     mask_img = load_mask(record.mask, scan_img) if record.mask is not None else None
     volume, mask, meta = preprocess(scan_img, mask_img, size=size, robust=robust)
     meta = {**meta, "patient_id": record.patient_id, "flair": str(record.flair), "mask": _str_or_none(record.mask)}
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
+    tmp = temp_folder(entry.parent, prefix=f".tmp-{entry.name}-")
     try:
         np.save(tmp / _VOLUME_NAME, volume.astype(np.float32))
         if mask is not None:
             np.save(tmp / _MASK_NAME, mask.astype(np.float32))
         (tmp / _META_NAME).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        try:
-            os.rename(tmp, entry)
-        except OSError:
-            if not entry.is_dir():  # another process may have written the same entry
-                raise
+        publish_folder(tmp, entry)  # False: another process published the same entry first
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _discard(entry: Path) -> None:
+    """Move a damaged entry aside in one rename (so no reader sees it half-deleted), then delete it."""
+    trash = entry.with_name(f".trash-{entry.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(entry, trash)
+    except OSError:
+        return  # already moved aside (or replaced) by another process
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _file_sha256(path: Path) -> str:

@@ -48,7 +48,7 @@ from typing import Sequence
 import numpy as np
 
 from planar3d import __version__
-from planar3d.atomic import atomic_path, check_writable, write_text_atomic
+from planar3d.atomic import atomic_path, check_destinations, write_text_atomic
 from planar3d.cli import make_parser, run_cli
 from planar3d.errors import InputFileError, Planar3DError
 
@@ -468,8 +468,7 @@ def evaluate(
         raise InputFileError(out, "output must be a folder")
     outputs = [out / name for name in ("metrics.csv", "summary.md", "boxplot.png", "evaluation.json")]
     outputs += [out / "qc" / f"{key}.png" for key, _, _ in pairs] if qc else []
-    for path in outputs:
-        check_writable(path, overwrite)
+    check_destinations(outputs, overwrite=overwrite)  # exists, unwritable, below a regular file
 
     # evaluate
     rows, failures, done = [], [], []

@@ -19,8 +19,10 @@ message starts with the file's path.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
+import logging
 import os
 import zlib
 from dataclasses import dataclass
@@ -370,12 +372,26 @@ def _read_image(path: Path) -> nib.Nifti1Image:
     else:
         parse = lambda: nib.load(path)  # noqa: E731
     try:
-        img = parse()
+        with _quiet_nibabel():
+            img = parse()
     except Exception as error:  # nibabel raises many types for a foreign file
         raise InputFileError(path, f"not a NIfTI image ({_one_line(error)})") from error
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputFileError(path, f"not a NIfTI image (read as {type(img).__name__})")
     return img
+
+
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """Silence nibabel's header-check log lines ("sizeof_hdr should be 348; ..."): a bad
+    header is reported in our one-line error instead, a fixable one is used as fixed."""
+    logger = nib.imageglobals.logger
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -170,19 +170,27 @@ def absolute_volume_difference_ml(reference: Any, prediction: Any, spacing: Sequ
 
 # ----------------------------------------------------------------------------- surfaces
 def _contour(mask: np.ndarray) -> np.ndarray:
-    """Voxels of ``mask`` with a face neighbour outside it (ITK BinaryContour, not fully connected).
+    """Voxels of ``mask`` with a face neighbour inside the image and outside the mask.
 
-    Voxels on the image border count as contour (the outside of the image is background).
+    As ITK's ``BinaryContourImageFilter`` (not fully connected, which Anima uses): the
+    outside of the image is not background, so a mask voxel on the image border is contour
+    only if it touches background inside the image (checked against SimpleITK 2.5 on random
+    masks). A mask filling the whole image has no such voxel; its contour is then taken as
+    its border voxels (ITK's would be empty and its distances undefined).
     """
     structure = ndimage.generate_binary_structure(3, 1)
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+    contour = mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=1)
+    if not contour.any() and mask.any():
+        contour = mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+    return contour
 
 
 def surface_distances(reference: Any, prediction: Any, spacing: Sequence[float]) -> dict:
     """Distances in mm between the contours of two masks, and Anima's Hausdorff distance.
 
-    The contour of a mask is its voxels with a face neighbour outside the mask (voxels on the
-    image border included). Each contour voxel of one mask gets the Euclidean distance in mm
+    The contour of a mask is its voxels with a face neighbour outside the mask inside the
+    image, as ITK's contour filter that Anima uses (voxels on the image border are contour
+    only where they touch background inside the image; see ``_contour``). Each contour voxel of one mask gets the Euclidean distance in mm
     from its centre to the nearest contour voxel centre of the other, found with a k-d tree
     (``scipy.spatial.cKDTree``) over voxel centres scaled by ``spacing``: the same values as
     ``scipy.ndimage.distance_transform_edt(~contour, sampling=spacing)``, at a cost that
@@ -218,7 +226,10 @@ def surface_distances(reference: Any, prediction: Any, spacing: Sequence[float])
         value = 0.0 if reference_empty and prediction_empty else _image_diagonal_mm(reference.shape, spacing)
         return {"hausdorff": value, "hd95": value, "mean_surface_distance": value}
 
-    box = bounding_box(reference, prediction)
+    # crop to the masks with one voxel of background kept where the image goes on, so that
+    # the crop's edge is not mistaken for the image border (see _contour)
+    box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n))
+                for b, n in zip(bounding_box(reference, prediction), reference.shape))
     reference, prediction = reference[box], prediction[box]
     reference_contour = np.argwhere(_contour(reference)) * spacing  # (n, 3) mm
     prediction_contour = np.argwhere(_contour(prediction)) * spacing

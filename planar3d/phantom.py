@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import string
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from planar3d.atomic import publish_folder, temp_folder
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.io import MSSEG_MASK_NAME, MSSEG_SCAN_NAME, Record, find_msseg2016
 
@@ -183,7 +183,7 @@ def make_phantom_dataset(
 
         sites = lesion_anatomy(anatomy)
     subjects = []
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{root.name}-", dir=root.parent))
+    tmp = temp_folder(root.parent, prefix=f".tmp-{root.name}-")
     try:
         for spec in CENTRES:
             ids = _patient_ids(spec.centre, n_per_centre, rng)
@@ -224,10 +224,8 @@ def make_phantom_dataset(
         (tmp / INFO_NAME).write_text(json.dumps(info, indent=2), encoding="utf-8")
         if root.exists():
             shutil.rmtree(root)
-        try:
-            os.rename(tmp, root)
-        except OSError as error:
-            raise InputFileError(root, f"output appeared while generating ({error.strerror})") from error
+        if not publish_folder(tmp, root):  # synced to disk, then renamed
+            raise InputFileError(root, "output appeared while generating")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -8,7 +8,6 @@ import numpy as np
 
 from planar3d.config import Config
 from planar3d.preprocess import to_native
-from planar3d.windows import binarize, predict_volume
 
 __all__ = ["resampled_spacing", "segment_volume"]
 
@@ -33,6 +32,8 @@ def segment_volume(model, volume: np.ndarray, meta: dict, config: Config, batch_
         mask (thresholded *in native space*) on the native grid in the scan's stored axis
         order, and the `(size, size, size)` probabilities before resampling.
     """
+    from planar3d.windows import binarize, predict_volume  # TensorFlow: imported only when used
+
     resampled = predict_volume(
         model, volume, size=config.window, stride=config.stride, mode=config.blend,
         batch_size=batch_size, tta=config.tta,

@@ -16,13 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
-from planar3d.atomic import atomic_path, check_writable, write_text_atomic
+from planar3d.atomic import atomic_path, check_destinations, write_text_atomic
 from planar3d.cli import make_parser, run_cli
 from planar3d.config import Config, load_config, make_config
 from planar3d.errors import InputFileError, Planar3DError
-from planar3d.pipeline import INFERENCE_BATCH_SIZE
+from planar3d.pipeline import INFERENCE_BATCH_SIZE  # no TensorFlow: windows is imported when used
 
-__all__ = ["load_segmentation_model", "main", "predict_scan"]
+__all__ = ["load_segmentation_model", "main", "predict_scan", "scan_outputs"]
 
 _SUFFIXES = (".nii.gz", ".nii")
 
@@ -79,16 +79,10 @@ def predict_scan(model, flair_path: str | Path, output: str | Path, config: Conf
     from planar3d.preprocess import preprocess
 
     flair_path, output = Path(flair_path), Path(output)
-    if output.resolve() == flair_path.resolve() or (probabilities and Path(probabilities).resolve() == flair_path.resolve()):
-        raise InputFileError(output, "output path equals the input; choose another --output")
+    _check_not_input(flair_path, output, probabilities)
     base = output.parent / _stem(output)
-    extra = [Path(p) for p in (probabilities, lesion_map) if p]
-    if report:
-        extra += [base.with_name(base.name + "_lesions.csv"), base.with_name(base.name + "_lesions.json")]
-    if overlay:
-        extra.append(base.with_name(base.name + "_qc.png"))
-    for path in (output, *extra):  # refuse before computing anything
-        check_writable(path, overwrite)
+    # refuse existing or unwritable outputs before computing anything
+    check_destinations(scan_outputs(output, probabilities, lesion_map, report, overlay), overwrite=overwrite)
 
     scan = load_scan(flair_path)
     size = int(model.input_shape[2])
@@ -115,6 +109,24 @@ def predict_scan(model, flair_path: str | Path, output: str | Path, config: Conf
                      path=base.with_name(base.name + "_qc.png"),
                      title=f"{flair_path.name}: {summary['n_lesions']} lesions, {summary['total_volume_ml']:.2f} ml")
     return summary
+
+
+def _check_not_input(flair_path: Path, output: Path, probabilities: str | Path | None) -> None:
+    if output.resolve() == flair_path.resolve() or (probabilities and Path(probabilities).resolve() == flair_path.resolve()):
+        raise InputFileError(output, "output path equals the input; choose another --output")
+
+
+def scan_outputs(output: str | Path, probabilities: str | Path | None = None, lesion_map: str | Path | None = None,
+                 report: bool = True, overlay: bool = True) -> list[Path]:
+    """Every file :func:`predict_scan` writes for one scan, the mask first."""
+    output = Path(output)
+    base = output.parent / _stem(output)
+    paths = [output, *(Path(p) for p in (probabilities, lesion_map) if p)]
+    if report:
+        paths += [base.with_name(base.name + "_lesions.csv"), base.with_name(base.name + "_lesions.json")]
+    if overlay:
+        paths.append(base.with_name(base.name + "_qc.png"))
+    return paths
 
 
 def _write_table(path: Path, rows: Sequence[dict], overwrite: bool) -> None:
@@ -194,6 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     pairs = _inputs_and_outputs(args.input, args.output)
     if args.probabilities and len(pairs) > 1:
         raise Planar3DError("--probabilities takes one input; in folder mode probability maps are not written")
+    # refuse unwritable destinations before loading the model
+    if len(pairs) == 1:
+        flair, output = pairs[0]
+        labels = output.with_name(_stem(output) + "_labels.nii.gz") if args.lesion_map else None
+        _check_not_input(flair, output, args.probabilities)
+        check_destinations(scan_outputs(output, args.probabilities, labels, not args.no_report, not args.no_qc),
+                           overwrite=args.overwrite)
+    else:
+        check_destinations(folders=[args.output])
     _select_device(args.device)
     model = load_segmentation_model(args.model)
 
@@ -202,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, failures = [], []
     for flair, output in tqdm(pairs, desc="segment", unit="scan", disable=len(pairs) == 1):
         if len(pairs) > 1 and output.exists() and not args.overwrite:
-            print(f"skip {flair}: {output} exists (pass --overwrite to redo)")
+            tqdm.write(f"skip {flair}: {output} exists (pass --overwrite to redo)")
             continue
         try:
             labels = output.with_name(_stem(output) + "_labels.nii.gz") if args.lesion_map else None
@@ -212,11 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         except Planar3DError as error:
             if len(pairs) == 1:
                 raise
-            print(f"error: {error}", file=sys.stderr)
+            tqdm.write(f"error: {error}", file=sys.stderr)  # on its own line, not on the bar's
             failures.append(str(flair))
             continue
         rows.append(row)
-        print(f"{flair}: {row['n_lesions']} lesions, {row['total_volume_ml']:.2f} ml -> {output}")
+        tqdm.write(f"{flair}: {row['n_lesions']} lesions, {row['total_volume_ml']:.2f} ml -> {output}")
     if len(pairs) > 1 and rows:
         _write_table(Path(args.output) / "lesion_summary.csv", rows, overwrite=True)
         print(f"group table: {Path(args.output) / 'lesion_summary.csv'}")

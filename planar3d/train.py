@@ -22,12 +22,13 @@ from typing import Sequence
 
 import numpy as np
 
-from planar3d.atomic import atomic_path, write_text_atomic
+from planar3d.atomic import atomic_path, check_destinations, write_text_atomic
 from planar3d.cli import add_config_flags, add_run_flags, config_from_args, make_parser, run_cli
 from planar3d.config import Config, load_config
 from planar3d.data import CachedCase, centre_split, cv_split, default_cache_dir, load_cases
 from planar3d.errors import Planar3DError
 from planar3d.io import Record, find_dataset, load_mask, load_scan, save_nifti
+from planar3d.runlock import LOCK_NAME, run_lock
 
 __all__ = ["build_from_config", "dataset_records", "evaluate_fold", "fold_split", "learning_rate", "main", "n_split_folds", "read_metrics", "train_fold", "versions", "write_rows"]
 
@@ -210,7 +211,13 @@ def _check_run_dir(fold_dir: Path, config: Config, overwrite: bool, resume: bool
     if saved.is_file():
         previous = load_config(saved)
         if overwrite:
-            shutil.rmtree(fold_dir)
+            for item in fold_dir.iterdir():  # keep the lock held by this run
+                if item.name == LOCK_NAME:
+                    continue
+                if item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item)
+                else:
+                    item.unlink()
         elif previous.training_identity() != config.training_identity():
             changed = sorted(k for k, v in config.training_identity().items() if previous.training_identity()[k] != v)
             raise Planar3DError(
@@ -249,14 +256,23 @@ def train_fold(
         :func:`planar3d.metrics.scan_metrics`.
 
     Raises:
-        Planar3DError: bad data, fold out of range, a run folder from another config.
+        Planar3DError: bad data, fold out of range, a run folder from another config, an
+            unwritable run folder or cache, a run folder in use by another live run.
     """
+    config.validate()
+    # refuse unwritable destinations before any work; one run per fold folder
+    check_destinations(folders=[out_dir, config.cache_dir or default_cache_dir()])
+    with run_lock(Path(out_dir) / f"fold_{fold}"):
+        return _train_fold(config, fold, out_dir, overwrite, resume, extra_callbacks, verbose)
+
+
+def _train_fold(config: Config, fold: int, out_dir: str | Path, overwrite: bool, resume: bool | None,
+                extra_callbacks: Sequence, verbose: int | str) -> list[dict]:
     import keras
     import tensorflow as tf
 
     from planar3d.callbacks import AtomicBackupAndRestore, BestModelCheckpoint, LearningCurves, ResumableEarlyStopping
 
-    config.validate()
     records = dataset_records(config)
     train_ids, val_ids, test_ids = fold_split(records, fold, config.split)
     fold_dir = Path(out_dir) / f"fold_{fold}"

@@ -205,6 +205,35 @@ def test_hausdorff_follows_anima_for_a_nested_prediction():
     assert mean_surface_distance(reference, prediction, spacing) > 5.0
 
 
+def test_contour_on_the_image_border_follows_itk():
+    # ITK's BinaryContourImageFilter (Anima) does not treat the outside of the image as
+    # background: a corner cube 3x3x3 has 27 - 2**3 = 19 contour voxels (those with a
+    # coordinate equal to 2), not all 27; a mask filling the image falls back to its border.
+    from planar3d.metrics import _contour
+
+    corner = _empty((5, 5, 5))
+    corner[:3, :3, :3] = True
+    contour = _contour(corner)
+    assert contour.sum() == 19 and not contour[:2, :2, :2].any() and contour[2, 0, 0]
+    full = np.ones((3, 4, 5), dtype=bool)
+    assert _contour(full).sum() == 3 * 4 * 5 - 1 * 2 * 3
+
+
+def test_surface_distances_of_masks_on_the_image_border():
+    # two slabs along the last axis, touching five faces of the image: their ITK contours are
+    # the planes z=1 and z=2, one voxel (2 mm) apart everywhere; counting the border as contour
+    # (the former behaviour) would pair border voxels at distance 0 and lower the mean
+    reference = _empty((4, 4, 6))
+    reference[:, :, :2] = True
+    prediction = _empty((4, 4, 6))
+    prediction[:, :, :3] = True
+    distances = surface_distances(reference, prediction, (1.0, 1.0, 2.0))
+    assert distances == {"hausdorff": 2.0, "hd95": 2.0, "mean_surface_distance": 2.0}
+    # the same masks away from the border: the crop to the masks keeps their true contours
+    padded = [np.pad(m, 2) for m in (reference, prediction)]
+    assert surface_distances(*padded, (1.0, 1.0, 2.0))["hausdorff"] == 2.0
+
+
 @pytest.mark.parametrize("which", ["reference", "prediction"])
 def test_distances_with_one_empty_mask_are_the_image_diagonal(which):
     lesion = _empty((4, 5, 6))

@@ -1,0 +1,251 @@
+"""What the command lines promise about files: refusals before work, one-line errors, quiet start-up.
+
+Each refusal is checked for its message, its exit status, the files left (none) and the
+input left unchanged. The tests run as root on the project's machine, where chmod does not
+stop a write; "unwritable" is therefore ``/sys`` (sysfs refuses to create files for every
+user, root included) or a path below a regular file (ENOTDIR for every user).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from planar3d import atomic, crossval, evaluate, predict, train
+from planar3d.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+PREPARE = ROOT / "data_prep" / "prepare_msseg2016.py"
+AFFINE = np.diag([1.0, 1.2, 1.1, 1.0])
+
+
+def _env() -> dict:
+    """This checkout first on the path; TF_CPP_MIN_LOG_LEVEL unset, as for a user."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**env, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=240)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    """Every file below ``folder`` with its SHA-256 (to prove the inputs unchanged)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _scan(path: Path, rng: np.random.Generator, shape=(12, 14, 10)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(rng.random(shape).astype(np.float32), AFFINE), path)
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path, rng):
+    """A scan, a reference and a prediction mask, and a regular file ``notes.txt``."""
+    folder = tmp_path / "in"
+    scan = _scan(folder / "scan.nii.gz", rng)
+    reference = np.zeros((12, 14, 10), np.uint8)
+    reference[3:7, 4:9, 2:6] = 1
+    nib.save(nib.Nifti1Image(reference, AFFINE), folder / "ref.nii.gz")
+    nib.save(nib.Nifti1Image(np.roll(reference, 1, axis=0), AFFINE), folder / "pred.nii.gz")
+    (folder / "notes.txt").write_text("a regular file\n")
+    return folder, scan, _digest(folder)
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail loudly if a tool starts working (loads a model, reads the dataset, computes metrics)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the destinations were checked")
+
+    monkeypatch.setattr(predict, "load_segmentation_model", refuse)
+    monkeypatch.setattr(predict, "_select_device", refuse)
+    monkeypatch.setattr(train, "dataset_records", refuse)
+    monkeypatch.setattr("planar3d.metrics.msseg_metrics", refuse)
+
+
+# ----------------------------------------------------------------------------- --help
+def test_help_of_every_cli_answers_without_tensorflow():
+    code = (
+        "import contextlib, io, runpy, sys\n"
+        "from planar3d import crossval, evaluate, predict, train\n"
+        f"prepare = runpy.run_path({str(PREPARE)!r})['main']\n"
+        "for name, main in [('train', train.main), ('crossval', crossval.main), ('predict', predict.main),\n"
+        "                   ('evaluate', evaluate.main), ('prepare', prepare)]:\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        try:\n"
+        "            main(['--help'])\n"
+        "        except SystemExit as stop:\n"
+        "            assert stop.code == 0, (name, stop.code)\n"
+        "    assert out.getvalue().startswith('usage: '), name\n"
+        "    print(name, 'default' in out.getvalue())\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    result = _run("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["train True", "crossval True", "predict True", "evaluate True",
+                                          "prepare True", "False False"]
+    assert result.stderr == ""
+
+
+def test_tensorflow_start_up_lines_are_hidden(inputs, tmp_path):
+    # the real TensorFlow, imported by predict before loading the model
+    folder, scan, before = inputs
+    result = _run("-m", "planar3d.predict", "--model", str(tmp_path / "absent.keras"), "--input", str(scan),
+                  "--output", str(tmp_path / "out" / "m.nii.gz"), "--device", "cpu")
+    assert result.returncode == 2
+    assert result.stderr == f"error: {tmp_path / 'absent.keras'}: model file not found\n"
+    assert not (tmp_path / "out").exists() and _digest(folder) == before
+
+
+FAKE_TENSORFLOW = """
+import os
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
+os.write(2, b"I0000 00:00:1796115447.801134   10155 port.cc:153] oneDNN custom operations are on.\\n")
+os.write(2, b"E0000 00:00:1796115542.805063   11066 cuda_platform.cc:52] failed call to cuInit\\n")
+os.write(2, b"a line of the user's own\\n")
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_verbose_shows_what_a_normal_run_hides(tmp_path, verbose):
+    # a stand-in ``tensorflow`` that writes TensorFlow's start-up lines to file descriptor 2
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(FAKE_TENSORFLOW)
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+            "from planar3d.cli import run_cli\n"
+            "@run_cli\n"
+            "def main(argv):\n"
+            "    import tensorflow\n"
+            "    print('after', file=sys.stderr)\n"
+            "    return 0\n"
+            f"sys.exit(main({['--verbose'] if verbose else []!r}))\n")
+    result = _run("-c", code)
+    assert result.returncode == 0
+    lines = result.stderr.splitlines()
+    if verbose:
+        assert len(lines) == 5 and lines[0].startswith("WARNING: All log messages before absl")
+    else:
+        assert lines == ["a line of the user's own", "after"]
+
+
+# ----------------------------------------------------------------------------- refusals before work
+def _refused(capsys, main, argv) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1, captured.err
+    return captured.err
+
+
+def test_predict_refuses_an_unwritable_folder_before_loading_the_model(inputs, tmp_path, capsys, no_work):
+    folder, scan, before = inputs
+    err = _refused(capsys, predict.main, ["--model", str(tmp_path / "m.keras"), "--input", str(scan),
+                                          "--output", "/sys/mask.nii.gz"])
+    assert err == "error: /sys/mask.nii.gz: cannot be written: /sys is not writable (Permission denied)\n"
+    err = _refused(capsys, predict.main, ["--model", str(tmp_path / "m.keras"), "--input", str(folder),
+                                          "--output", "/sys/masks"])
+    assert err == "error: /sys/masks: cannot be created (Operation not permitted)\n"
+    assert _digest(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_predict_refuses_an_output_below_a_regular_file(inputs, tmp_path, capsys, no_work):
+    folder, scan, before = inputs
+    notes = folder / "notes.txt"
+    err = _refused(capsys, predict.main, ["--model", str(tmp_path / "m.keras"), "--input", str(scan),
+                                          "--output", str(notes / "mask.nii.gz")])
+    assert err == f"error: {notes / 'mask.nii.gz'}: cannot be created: {notes} is a file, not a folder\n"
+    assert _digest(folder) == before
+
+
+def test_evaluate_refuses_an_out_below_a_regular_file_or_unwritable(inputs, tmp_path, capsys, no_work):
+    folder, _, before = inputs
+    notes = folder / "notes.txt"
+    common = ["--reference", str(folder / "ref.nii.gz"), "--prediction", str(folder / "pred.nii.gz")]
+    err = _refused(capsys, evaluate.main, [*common, "--out", str(notes / "ev")])
+    assert err == f"error: {notes / 'ev' / 'metrics.csv'}: cannot be created: {notes} is a file, not a folder\n"
+    err = _refused(capsys, evaluate.main, [*common, "--out", "/sys"])
+    assert err == "error: /sys/metrics.csv: cannot be written: /sys is not writable (Permission denied)\n"
+    assert _digest(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+@pytest.mark.parametrize("tool", [train.main, crossval.main])
+def test_train_and_crossval_refuse_bad_run_folders_and_caches(inputs, tmp_path, capsys, no_work, tool):
+    folder, _, before = inputs
+    notes = folder / "notes.txt"
+    fold = ["--fold", "0"] if tool is train.main else []
+    base = [*fold, "--preset", "demo", "--size", "32", "--cache-dir", str(tmp_path / "cache")]
+    err = _refused(capsys, tool, [*base, "--out", str(notes / "run")])
+    assert err == f"error: {notes / 'run'}: cannot be created: {notes} is a file, not a folder\n"
+    err = _refused(capsys, tool, [*base, "--out", "/sys/run"])
+    assert err == "error: /sys/run: cannot be created (Operation not permitted)\n"
+    err = _refused(capsys, tool, [*fold, "--preset", "demo", "--out", str(tmp_path / "run"), "--cache-dir", str(notes)])
+    assert err == f"error: {notes}: exists and is not a folder\n"
+    assert _digest(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+# ----------------------------------------------------------------------------- errors during the work
+def test_an_os_error_during_the_work_is_one_line_with_status_1(capsys):
+    @run_cli
+    def failing(argv):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/run/log.csv")
+
+    @run_cli
+    def vanished(argv):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "/data/run/fold_0")
+
+    assert failing([]) == 1
+    assert capsys.readouterr().err == "error: /data/run/log.csv: the disk is full (No space left on device)\n"
+    assert vanished([]) == 1
+    assert capsys.readouterr().err == "error: /data/run/fold_0: No such file or directory\n"
+
+
+def test_evaluate_on_a_full_disk_ends_in_one_line_and_leaves_no_file(inputs, tmp_path, capsys, monkeypatch):
+    folder, _, before = inputs
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    out = tmp_path / "ev"
+    code = evaluate.main(["--reference", str(folder / "ref.nii.gz"), "--prediction", str(folder / "pred.nii.gz"),
+                          "--out", str(out), "--no-qc"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {out / 'metrics.csv'}: could not write: the disk is full (No space left on device)\n"
+    assert [p for p in out.rglob("*")] == [] and _digest(folder) == before
+
+
+def test_an_error_never_shares_a_line_with_a_progress_bar(tmp_path, rng):
+    # the second scan is a gzip file that is not NIfTI: nibabel's own header-check lines
+    # ("data code ... not recognized") must not precede our one-line error either
+    data = tmp_path / "data"
+    good = _scan(data / "01001GOOD" / "3DFLAIR.nii.gz", rng)
+    nib.save(nib.Nifti1Image((np.asarray(nib.load(good).dataobj) > 0.9).astype(np.uint8), AFFINE),
+             data / "01001GOOD" / "Consensus.nii.gz")
+    bad = data / "07001BAD" / "3DFLAIR.nii.gz"
+    bad.parent.mkdir()
+    import gzip
+
+    bad.write_bytes(gzip.compress(b"this is a text file, not a NIfTI image\n" * 20))
+    (data / "07001BAD" / "Consensus.nii.gz").write_bytes((data / "01001GOOD" / "Consensus.nii.gz").read_bytes())
+    before = _digest(data)
+    result = _run(str(PREPARE), str(data), "--size", "16", "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 2
+    assert "preprocess 16^3" in result.stderr  # the bar was drawn
+    bar, error = result.stderr.rsplit("\n", 2)[:2]
+    assert error == f"error: {bad}: not a NIfTI image (data code 18720 not recognized)"
+    assert "\r" not in error and "not attempting fix" not in result.stderr
+    assert _digest(data) == before
+    [entry] = (tmp_path / "cache").iterdir()  # the good scan's entry, no temporary folder
+    assert entry.name.startswith("01001GOOD-")
