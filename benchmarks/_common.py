@@ -46,3 +46,10 @@ def interleaved_medians(functions: dict[str, Callable[[], object]], repeats: int
 def peak_rss_gb() -> float:
     """Peak resident memory of this process so far, in GB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def isa_line() -> str:
+    """The CPU's vector instruction-set flags, as recorded in ``versions.json``."""
+    from planar3d.machine import cpu_isa_flags
+
+    return "ISA: " + (" ".join(cpu_isa_flags()) or "unknown")

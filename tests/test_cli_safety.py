@@ -24,6 +24,7 @@ from planar3d.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PREPARE = ROOT / "data_prep" / "prepare_msseg2016.py"
+MAKE_PHANTOM = ROOT / "data_prep" / "make_phantom.py"
 AFFINE = np.diag([1.0, 1.2, 1.1, 1.0])
 
 
@@ -80,8 +81,9 @@ def test_help_of_every_cli_answers_without_tensorflow():
         "import contextlib, io, runpy, sys\n"
         "from planar3d import crossval, evaluate, predict, train\n"
         f"prepare = runpy.run_path({str(PREPARE)!r})['main']\n"
+        f"phantom = runpy.run_path({str(MAKE_PHANTOM)!r})['main']\n"
         "for name, main in [('train', train.main), ('crossval', crossval.main), ('predict', predict.main),\n"
-        "                   ('evaluate', evaluate.main), ('prepare', prepare)]:\n"
+        "                   ('evaluate', evaluate.main), ('prepare', prepare), ('phantom', phantom)]:\n"
         "    out = io.StringIO()\n"
         "    with contextlib.redirect_stdout(out):\n"
         "        try:\n"
@@ -95,7 +97,7 @@ def test_help_of_every_cli_answers_without_tensorflow():
     result = _run("-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["train True", "crossval True", "predict True", "evaluate True",
-                                          "prepare True", "False False"]
+                                          "prepare True", "phantom True", "False False"]
     assert result.stderr == ""
 
 
