@@ -551,7 +551,8 @@ def write_bids_dataset(records: Sequence, root: str | os.PathLike, name: str = "
         Planar3DError: an id that is not a BIDS label.
     """
     import shutil
-    import tempfile
+
+    from planar3d.atomic import publish_folder, temp_folder
 
     root = Path(root)
     if root.exists() and not overwrite:
@@ -564,8 +565,7 @@ def write_bids_dataset(records: Sequence, root: str | os.PathLike, name: str = "
             if path is not None and not str(path).endswith(".nii.gz"):
                 raise InputFileError(path, "expected a .nii.gz file")
     scanners = MSSEG2016_SCANNERS if scanners is None else scanners
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{root.name}-", dir=root.parent))
+    tmp = temp_folder(root.parent, prefix=f".tmp-{root.name}-")  # mode from the umask, not 0700
     try:
         description = {"Name": name, "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
                        "GeneratedBy": [{"Name": "planar3d", "Description": "planar3d.bidsio.write_bids_dataset"}]}
@@ -594,7 +594,8 @@ def write_bids_dataset(records: Sequence, root: str | os.PathLike, name: str = "
                 shutil.copyfile(record.mask, target / mask_name)
         if root.exists():
             shutil.rmtree(root)
-        os.rename(tmp, root)
+        if not publish_folder(tmp, root):  # synced to disk, then renamed
+            raise InputFileError(root, "output appeared while writing")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -318,8 +318,13 @@ def _train_fold(config: Config, fold: int, out_dir: str | Path, overwrite: bool,
         backup,  # last: an epoch counts as finished once everything above has run
     ]
     # shuffle=False: the dataset shuffles itself, per (seed, epoch)
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
-              callbacks=callbacks, verbose=verbose)
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
+                  callbacks=callbacks, verbose=verbose)
+    except BaseException:
+        if verbose and sys.stdout.isatty():  # end Keras' unfinished progress line before the error
+            print(file=sys.stdout, flush=True)
+        raise
     rows = evaluate_fold(fold_dir, [by_id[i] for i in test_ids], config, fold)
     write_text_atomic(fold_dir / DONE_NAME, json.dumps({"fold": fold, "epochs": len(_read_log(log_path))}) + "\n")
     return rows

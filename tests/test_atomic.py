@@ -168,3 +168,21 @@ def test_check_destinations_refuses_a_read_only_folder(tmp_path):
     folder.mkdir(mode=0o555)
     with pytest.raises(InputFileError, match="folder is not writable"):
         check_destinations([folder / "m.nii.gz"])
+
+
+def test_a_written_bids_dataset_is_readable_by_others(tmp_path):
+    from planar3d.bidsio import write_bids_dataset
+    from planar3d.io import Record
+
+    scan = tmp_path / "in" / "scan.nii.gz"
+    scan.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.eye(4)), scan)
+    previous = os.umask(0o022)
+    try:
+        root = write_bids_dataset([Record("01001AAA", "01", scan, None)], tmp_path / "bids")
+    finally:
+        os.umask(previous)
+    modes = {str(p.relative_to(root)): _mode(p) for p in [root, *root.rglob("*")]}
+    assert modes["."] == 0o755
+    assert all(mode == (0o755 if (root / name).is_dir() else 0o644) for name, mode in modes.items()), modes
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
