@@ -52,6 +52,8 @@ def _compare(reference: Path, other: Path) -> dict:
     import keras
     import numpy as np
 
+    import planar3d.nets.layers  # noqa: F401  (registers the custom layers for loading)
+
     a = keras.models.load_model(reference / "best.keras", compile=False).get_weights()
     b = keras.models.load_model(other / "best.keras", compile=False).get_weights()
     diffs = [float(np.max(np.abs(x - y))) if x.size else 0.0 for x, y in zip(a, b)]

@@ -90,7 +90,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                        help="repeat the run once per seed into OUT/seed_<s>/ (finished ones reused) and summarise "
                        "over seeds (default: one run with --seed, in OUT itself)")
     _bool_flag(group, "--mixed-precision", "Keras mixed_float16 policy (GPU); output and loss stay float32")
-    _bool_flag(group, "--deterministic", "TensorFlow op determinism (default on: a resumed run ends exactly as an uninterrupted one)")
+    _bool_flag(group, "--deterministic", "TensorFlow op determinism (default on): deterministic kernels where TensorFlow has "
+               "a choice (GPUs) and an error for ops without one. A re-run or resume on the same machine, thread count "
+               "and software is bit-identical (on CPU also without it); other CPUs (AVX2 vs AVX-512) or thread counts "
+               "give other bits and a different Dice: see README, What is reproducible")
     group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
                        help="tf.distribute strategy: one device, all local GPUs, or several machines via TF_CONFIG")
     group.add_argument("--threshold", type=float, help="probability threshold (paper 16/256 = 0.0625)")

@@ -57,8 +57,11 @@ class Config:
         decay: lr / (1 + decay * step)), lr_schedule (``constant``: lr, with ``lr_decay``
         if set, as the paper; ``cosine``: lr decayed to 0 over all epochs' steps by a half
         cosine), patience (early stopping on val_loss), seed,
-        mixed_precision, deterministic (TensorFlow op determinism: bit-reproducible runs and
-        resumes; turn off if a GPU op has no deterministic kernel), strategy.
+        lr_schedule, mixed_precision, deterministic (TensorFlow op determinism: deterministic
+        kernels where TensorFlow has a choice, i.e. on GPUs, and an error for ops without one;
+        re-runs and resumes are bit-identical on the same machine, thread count and software,
+        which on CPU holds with or without it; it does not make machines with other
+        instruction sets or core counts agree, see ``benchmarks/reproducibility.py``), strategy.
     Repetition: seeds (``None``: one run with ``seed`` in today's layout; a list: one run per
         seed in ``seed_<s>/`` folders, summarised over seeds, see :mod:`planar3d.grid`).
     Inference: threshold (on probabilities; paper 16/256), threshold_rule, blend, tta,
