@@ -185,8 +185,13 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
 
 
 class _QuietLoader(importlib.abc.Loader):
+    """The real loader of ``tensorflow``, executing the package with its start-up lines filtered."""
+
     def __init__(self, loader):
         self._loader = loader
+
+    def __getattr__(self, name):  # get_resource_reader, is_package, ... of the real loader
+        return getattr(self._loader, name)
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
