@@ -35,7 +35,7 @@ def _env() -> dict:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=240)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=900)
 
 
 def _digest(folder: Path) -> dict[str, str]:

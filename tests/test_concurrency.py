@@ -131,7 +131,7 @@ def test_two_processes_fill_one_cache_at_once(tmp_path, rng):
                      for _ in range(2)]
         time.sleep(0.5)
         go.touch()
-        results = [process.communicate(timeout=240) for process in processes]
+        results = [process.communicate(timeout=900) for process in processes]
     finally:
         os.umask(previous)
     assert [process.returncode for process in processes] == [0, 0], [err for _, err in results]
