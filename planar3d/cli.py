@@ -95,7 +95,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                "and software is bit-identical (on CPU also without it); other CPUs (AVX2 vs AVX-512) or thread counts "
                "give other bits and a different Dice: see README, What is reproducible")
     group.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
-                       help="tf.distribute strategy: one device, all local GPUs, or several machines via TF_CONFIG")
+                       help="tf.distribute strategy: one device or all local GPUs (default: default); multiworker is refused, "
+                       "Keras 3 cannot fit under it")
     group.add_argument("--threshold", type=float, help="probability threshold (paper 16/256 = 0.0625)")
     group.add_argument("--threshold-rule", choices=("fixed", "reference"),
                        help="'fixed' (paper) or 'reference' (released code: max(prob)//16 on 0-255, per scan)")

@@ -54,5 +54,14 @@ def dice_coef(y_true: tf.Tensor, y_pred: tf.Tensor, smooth: float = 1.0) -> tf.T
 
 @keras.saving.register_keras_serializable(package="planar3d")
 def bce_dice_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-    """The paper's loss (Eq. 5): ``binary_crossentropy − dice + 1``, a scalar per batch."""
-    return binary_crossentropy_mean(y_true, y_pred) - dice_coef(y_true, y_pred) + 1.0
+    """The paper's loss (Eq. 5): ``binary_crossentropy − dice + 1``, a scalar per batch.
+
+    Under a ``tf.distribute`` strategy with ``n`` replicas each replica returns its share,
+    the loss of its part of the batch divided by ``n``: Keras 3 divides a loss by ``n`` only
+    when it is not already a scalar (``keras.src.losses.loss.reduce_values``), yet multiplies
+    every loss by ``n`` before logging it, so without this ``--strategy mirrored`` logged ``n``
+    times the loss and summed ``n`` replicas' gradients.
+    """
+    loss = binary_crossentropy_mean(y_true, y_pred) - dice_coef(y_true, y_pred) + 1.0
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / replicas if replicas > 1 else loss

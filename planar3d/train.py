@@ -33,6 +33,12 @@ from planar3d.runlock import LOCK_NAME, run_lock
 __all__ = ["build_from_config", "dataset_records", "evaluate_fold", "fold_split", "learning_rate", "main", "n_split_folds", "read_metrics", "train_fold", "versions", "write_rows"]
 
 DONE_NAME = "done.json"
+#: Two local workers with a TF_CONFIG on loopback ports both stop in their first training step
+#: (TF 2.21, Keras 3.x) with "Attempt to convert a value (PerReplica:...) ... to a Tensor".
+MULTIWORKER_UNSUPPORTED = (
+    "--strategy multiworker: Keras 3's Model.fit does not train under tf.distribute.MultiWorkerMirroredStrategy "
+    "(keras-team/keras#20585); use --strategy mirrored (all GPUs of one machine) or crossval --parallel"
+)
 
 
 def versions() -> dict[str, object]:
@@ -104,16 +110,12 @@ def build_from_config(config: Config):
 
 
 def _strategy(name: str):
-    import os
-
     import tensorflow as tf
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        if not os.environ.get("TF_CONFIG"):
-            raise Planar3DError("--strategy multiworker needs the TF_CONFIG environment variable (cluster and task)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        raise Planar3DError(MULTIWORKER_UNSUPPORTED)
     return tf.distribute.get_strategy()
 
 
@@ -260,6 +262,8 @@ def train_fold(
             unwritable run folder or cache, a run folder in use by another live run.
     """
     config.validate()
+    if config.strategy == "multiworker":  # before any work (see MULTIWORKER_UNSUPPORTED)
+        raise Planar3DError(MULTIWORKER_UNSUPPORTED)
     # refuse unwritable destinations before any work; one run per fold folder
     check_destinations(folders=[out_dir, config.cache_dir or default_cache_dir()])
     with run_lock(Path(out_dir) / f"fold_{fold}"):

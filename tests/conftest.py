@@ -43,3 +43,14 @@ def vgg16_weights_path() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory, vgg16_weights_path):
+    """A private PLANAR3D_HOME (phantom and cache, made on first use, shared by the test modules
+    that train); subprocesses started by tests inherit it with the weights path."""
+    root = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PLANAR3D_HOME", str(root))
+        patch.setenv("PLANAR3D_VGG16_WEIGHTS", str(vgg16_weights_path))
+        yield root

@@ -37,7 +37,7 @@ EXPECTED: dict[str, tuple[int, tuple[str, ...]]] = {
         7, ("recompose(extract_windows(volume), mode='gaussian') == volume: exact",
             "predict_volume(identity, mode='middle', tta=True) == volume: exact"),
     ),
-    "03_train_evaluate.ipynb": (5, ("paper Table 2",)),
+    "03_train_evaluate.ipynb": (5, ("mean ± std", "overall")),
 }
 NEEDS_WEIGHTS = {"01_planar_weight_mapping.ipynb", "03_train_evaluate.ipynb"}
 

@@ -13,26 +13,21 @@ import pytest
 from planar3d import crossval, predict, train
 from planar3d.config import Config, load_config, make_config
 from planar3d.errors import Planar3DError
+from planar3d.metrics import lesion_detection, sensitivity
 from planar3d.windows import window_dataset
 
-TINY = dict(size=32, epochs=2, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, phantom_n_per_centre=3)
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory, vgg16_weights_path):
-    """A private PLANAR3D_HOME holding a small phantom (generated once per module)."""
-    root = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PLANAR3D_HOME", str(root))
-        patch.setenv("PLANAR3D_VGG16_WEIGHTS", str(vgg16_weights_path))
-        yield root
+#: the cheapest run that trains end to end (resuming, reuse, refusals)
+TINY = dict(size=32, epochs=2, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, lr_schedule="constant", phantom_n_per_centre=3)
+#: the smallest run found that learns on every seed tried (see test_tiny_training_learns):
+#: 4 epochs of 13 steps (5 training scans x 5 windows of 16 slices, stride 4, batch 2)
+LEARN = {**TINY, "epochs": 4, "stride": 4}
 
 
 @pytest.fixture(scope="module")
 def trained(home, tmp_path_factory):
-    """One fold trained for 2 epochs, shared by the tests that read its outputs."""
+    """Fold 2 trained with LEARN and seed 0, shared by the tests that read its outputs."""
     out = tmp_path_factory.mktemp("run")
-    config = make_config("demo", **TINY)
+    config = make_config("demo", seed=0, **LEARN)
     rows = train.train_fold(config, 2, out, verbose=0)
     return config, out, rows
 
@@ -111,7 +106,7 @@ def test_training_writes_every_output(trained):
     split = json.loads((fold / "split.json").read_text())
     assert len(split["test"]) == 3 and len(split["validation"]) == 1 and len(split["train"]) == 5
     with (fold / "log.csv").open() as handle:
-        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [0, 1]
+        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [0, 1, 2, 3]
     assert [r["patient"] for r in rows] == split["test"]
     for row in rows:
         mask_path = fold / "predictions" / f"{row['patient']}_mask.nii.gz"
@@ -121,7 +116,6 @@ def test_training_writes_every_output(trained):
         assert mask.shape == scan.shape
         np.testing.assert_allclose(mask.affine, scan.affine)
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
-        assert 0.0 <= row["dice"] <= 1.0
 
 
 @pytest.mark.slow
@@ -131,39 +125,158 @@ def test_finished_fold_is_reused_and_other_config_refused(trained, capsys):
     assert [r["patient"] for r in again] == [r["patient"] for r in rows]
     assert "already finished" in capsys.readouterr().out
     with pytest.raises(Planar3DError, match=r"run folder from a different config \(differs in \['lr'\]\)"):
-        train.train_fold(make_config("demo", **{**TINY, "lr": 1e-4}), 2, out, verbose=0)
+        train.train_fold(make_config("demo", seed=0, **{**LEARN, "lr": 1e-4}), 2, out, verbose=0)
 
 
-class _Crash(keras.callbacks.Callback):
-    """Simulates a kill at the start of epoch ``at``, after the previous epoch was backed up."""
+#: Fold 2's mean test Dice (3 test scans, native grid) after a LEARN run, measured on this
+#: project's 2-core CPU (TF 2.21) with ``python -m planar3d.train --fold 2 --preset demo --size 32
+#: --epochs 4 --stride 4 --batch-size 2 --patience 5 --lr 1e-3 --lr-decay 0 --lr-schedule constant
+#: --phantom-n-per-centre 3 --seed S`` (= train_fold with LEARN; it prints the mean Dice):
+#:   seeds 0, 1, 2, 3, 4: 0.379, 0.340, 0.231, 0.325, 0.343 -> 0.324 ± 0.056 (mean ± sd, n=5);
+#:   encoder kernels zeroed (seed 0): 0.000 (every test scan 0.000);
+#:   training labels shuffled across scans (seed 0; each training scan given the next scan's
+#:   mask, a one-off script): 0.104, so shuffled labels are not used as a control here (the
+#:   decoder learns where lesions tend to be without seeing them).
+#: A learning run must beat LEARNS_ABOVE (the mean is 3.1 sd above it, the worst seed 1.45 sd;
+#: the epochs before: 2 epochs at stride 8 gave 0.092, 3 at stride 4 gave 0.240), and the
+#: zeroed encoder must stay under CONTROL_BELOW, a third of LEARNS_ABOVE.
+LEARNS_ABOVE = 0.15
+CONTROL_BELOW = 0.05
+#: Lower bounds on the lesion-wise (MSSEG-2016 detection rule) and voxel sensitivity of the
+#: seed-0 LEARN model on fold 2's first test scan (01849PZSQ, 23 lesions). Measured on its
+#: native-grid mask from train_fold: 0.348 (8 of 23 lesions) and 0.686; seeds 1 and 2 gave
+#: 0.435 / 0.646 and 0.130 / 0.480; an untrained model (2 epochs at stride 8) 0.087 / 0.102.
+PREDICT_BOUNDS = {"lesion_sensitivity": 0.2, "sensitivity": 0.4}
 
-    def __init__(self, at: int):
-        super().__init__()
-        self.at = at
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at:
-            raise KeyboardInterrupt("simulated kill")
+def _mean_test_dice(rows) -> float:
+    return float(np.mean([row["dice"] for row in rows]))
 
 
 @pytest.mark.slow
-def test_resume_after_interruption_ends_like_an_uninterrupted_run(home, tmp_path):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tiny_training_learns(seed, trained, tmp_path):
+    """A model that does not learn (or a broken loss, decoder or data path) fails here."""
+    config, _, rows = trained
+    if seed != config.seed:
+        rows = train.train_fold(make_config("demo", seed=seed, **LEARN), 2, tmp_path, verbose=0)
+    assert _mean_test_dice(rows) > LEARNS_ABOVE, [row["dice"] for row in rows]
+
+
+@pytest.mark.slow
+def test_tiny_training_with_the_encoder_kernels_zeroed_stays_far_below(home, tmp_path, monkeypatch):
+    """The same run (seed 0) with every frozen encoder kernel set to 0 (biases kept): the
+    decoder sees no image, so what the real run learns comes through the ImageNet encoder."""
+    from planar3d.nets.model import encoder_layer_names
+
+    build = train.build_from_config
+
+    def zeroed_encoder(config):
+        model = build(config)
+        for name in encoder_layer_names():
+            layer = model.get_layer(name)
+            kernel, *others = layer.get_weights()
+            layer.set_weights([np.zeros_like(kernel), *others])
+        return model
+
+    monkeypatch.setattr(train, "build_from_config", zeroed_encoder)
+    rows = train.train_fold(make_config("demo", seed=0, **LEARN), 2, tmp_path, verbose=0)
+    assert _mean_test_dice(rows) < CONTROL_BELOW, [row["dice"] for row in rows]
+
+
+#: Runs ``python -m planar3d.train`` ARGS in a fresh process that SIGKILLs itself at a chosen
+#: moment: ``batch E`` after the third batch of epoch E, ``backup E`` half-way through writing the
+#: backup of epoch E (the weights file truncated to half, no metadata, nothing renamed yet).
+_KILLED_TRAINING = r"""
+import os, signal, sys
+import keras
+from planar3d import callbacks, train
+
+where, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if where == "batch":
+    class KillMidEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == at and batch == 2:
+                die()
+
+    train_fold = train.train_fold
+    train.train_fold = lambda *args, **kwargs: train_fold(*args, **kwargs, extra_callbacks=[KillMidEpoch()])
+else:
+    save_model, save_weights = callbacks.AtomicBackupAndRestore._save_model, keras.Model.save_weights
+
+    def half_written(model, path, *args, **kwargs):
+        save_weights(model, path, *args, **kwargs)
+        with open(path, "r+b") as handle:
+            handle.truncate(os.path.getsize(path) // 2)
+        die()
+
+    def killed_save(self):
+        if self._current_epoch == at + 1:
+            keras.Model.save_weights = half_written
+        save_model(self)
+
+    callbacks.AtomicBackupAndRestore._save_model = killed_save
+sys.exit(train.main(argv))
+"""
+
+
+def _killed_training(where: str, at: int, argv: list[str]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _KILLED_TRAINING, where, str(at), *argv],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+
+
+def _rows(path):
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_and_during_the_backup_write_resumes_bit_identically(home, tmp_path):
+    """A real training process is SIGKILLed in the middle of epoch 1, restarted, SIGKILLed again
+    while it writes the backup of epoch 1, and restarted once more: the log, the test metrics
+    and the weights of ``best.keras`` equal an uninterrupted run's exactly (op determinism on)."""
     config = make_config("demo", **TINY)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_fold(config, 0, tmp_path / "killed", extra_callbacks=[_Crash(1)], verbose=0)
+    straight = train.train_fold(config, 0, tmp_path / "straight", verbose=0)
+    argv = ["--fold", "0", "--preset", "demo", "--size", "32", "--epochs", "2", "--batch-size", "2", "--patience", "5",
+            "--lr", "1e-3", "--lr-decay", "0", "--lr-schedule", "constant", "--phantom-n-per-centre", "3",
+            "--out", str(tmp_path / "killed")]
     fold = tmp_path / "killed" / "fold_0"
-    assert (fold / "backup" / "current").is_dir() and not (fold / "done.json").exists()
+
+    _killed_training("batch", 1, argv)
+    assert [int(r["epoch"]) for r in _rows(fold / "log.csv")] == [0]
+    assert json.loads((fold / "backup" / "current" / "training_metadata.json").read_text())["epoch"] == 1
+    assert not (fold / "done.json").exists()
     with pytest.raises(Planar3DError, match="holds an unfinished run; pass --resume"):
         train.train_fold(config, 0, tmp_path / "killed", resume=False, verbose=0)
+
+    _killed_training("backup", 1, argv)  # resumes after epoch 1, dies writing the backup of epoch 2
+    assert [int(r["epoch"]) for r in _rows(fold / "log.csv")] == [0, 1]  # logged before the backup
+    staging = fold / "backup" / "staging-2"
+    assert (staging / "model.weights.h5").is_file() and not (staging / "training_metadata.json").exists()
+    assert json.loads((fold / "backup" / "current" / "training_metadata.json").read_text())["epoch"] == 1
+
     resumed = train.train_fold(config, 0, tmp_path / "killed", verbose=0)
-    straight = train.train_fold(config, 0, tmp_path / "straight", verbose=0)
-    with (fold / "log.csv").open() as handle:
-        log = list(csv.DictReader(handle))
-    assert [int(r["epoch"]) for r in log] == [0, 1]
-    with (tmp_path / "straight" / "fold_0" / "log.csv").open() as handle:
-        straight_log = list(csv.DictReader(handle))
-    np.testing.assert_allclose([float(r["val_loss"]) for r in log], [float(r["val_loss"]) for r in straight_log], rtol=1e-5)
-    np.testing.assert_allclose([r["dice"] for r in resumed], [r["dice"] for r in straight], atol=1e-6)
+    straight_fold = tmp_path / "straight" / "fold_0"
+    assert _rows(fold / "log.csv") == _rows(straight_fold / "log.csv")  # every logged number, as text
+    assert resumed == straight
+    assert _rows(fold / "metrics.csv") == _rows(straight_fold / "metrics.csv")
+    best = keras.models.load_model(fold / "best.keras", compile=False)
+    best_straight = keras.models.load_model(straight_fold / "best.keras", compile=False)
+    for a, b in zip(best.get_weights(), best_straight.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not (fold / "backup").exists()
 
 
 def test_fold_out_of_range_is_one_line_error(home, capsys, tmp_path):
@@ -194,12 +307,16 @@ def test_crossval_summary_and_predict_cli(trained, tmp_path, capsys):
     config, out, rows = trained
     crossval.run_crossval(config, out, folds=[2])
     summary = (out / "summary.md").read_text()
-    assert "0.69 ± 0.11" in summary and "built-in phantom (NOT MSSEG-2016)" in summary
+    dice = np.array([r["dice"] for r in rows])
+    assert f"| dice (planar3d) | " in summary and f"{dice.mean():.2f} ± {dice.std():.2f} (n=3) |" in summary
+    assert "built-in phantom (NOT MSSEG-2016)" in summary
     assert (out / "boxplot.png").stat().st_size > 0
     with (out / "results.csv").open() as handle:
         assert [r["patient"] for r in csv.DictReader(handle)] == [r["patient"] for r in rows]
 
-    record = train.dataset_records(config)[0]
+    # a test scan of the fold (never seen in training), under an oblique affine
+    test_id = json.loads((out / "fold_2" / "split.json").read_text())["test"][0]
+    record = {r.patient_id: r for r in train.dataset_records(config)}[test_id]
     scan = nib.load(record.flair)
     oblique = tmp_path / "oblique.nii.gz"
     rotation = np.array([[0.0, -1, 0, 10], [1, 0, 0, -5], [0, 0, 1, 3], [0, 0, 0, 1]]) @ scan.affine
@@ -218,6 +335,13 @@ def test_crossval_summary_and_predict_cli(trained, tmp_path, capsys):
     table = json.loads((tmp_path / "out" / "mask_lesions.json").read_text())
     labels = np.asarray(nib.load(tmp_path / "out" / "mask_labels.nii.gz").dataobj)
     assert table["n_lesions"] == labels.max() == len(table["lesions"])
+    # the mask finds the phantom's lesions (PREDICT_BOUNDS: measured values and margins)
+    reference = np.asarray(nib.load(record.mask).dataobj) > 0.5
+    predicted = np.asarray(mask.dataobj) > 0.5
+    found = lesion_detection(reference, predicted, scan.header.get_zooms()[:3])
+    assert found["n_reference_lesions"] == 23
+    assert found["lesion_sensitivity"] >= PREDICT_BOUNDS["lesion_sensitivity"], found
+    assert sensitivity(reference, predicted) >= PREDICT_BOUNDS["sensitivity"]
     # determinism: a second prediction is identical voxel for voxel
     second = tmp_path / "out" / "again.nii.gz"
     assert predict.main(["--model", str(model), "--input", str(oblique), "--output", str(second), "--no-qc"]) == 0
@@ -252,38 +376,6 @@ def test_predict_folder_mode_continues_past_a_bad_file(trained, tmp_path, capsys
         assert len(list(csv.DictReader(handle))) == 2
     assert predict.main(["--model", str(out / "fold_2" / "best.keras"), "--input", str(folder), "--output", str(output), "--no-qc"]) == 1
     assert "skip" in capsys.readouterr().out
-
-
-_DISTRIBUTED_SCRIPT = r"""
-import numpy as np, tensorflow as tf, keras
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from planar3d.config import make_config
-from planar3d.train import _compile, _strategy, build_from_config, mixed_precision_policy
-from planar3d.windows import window_dataset
-keras.mixed_precision.set_global_policy(mixed_precision_policy())
-config = make_config("demo", size=32, encoder_weights="none", mixed_precision=True, strategy="mirrored")
-strategy = _strategy(config.strategy)
-with strategy.scope():
-    model = build_from_config(config)
-    _compile(model, config)
-rng = np.random.default_rng(0)
-volumes = [rng.uniform(-1, 1, (32, 32, 32)).astype("float32") for _ in range(2)]
-masks = [(rng.uniform(size=(32, 32, 32)) > 0.99).astype("float32") for _ in range(2)]
-history = model.fit(window_dataset(volumes, masks, 16, 8, batch_size=2), epochs=1, verbose=0)
-print("replicas", strategy.num_replicas_in_sync, "output", model.output.dtype,
-      "compute", model.get_layer("block9_conv2").compute_dtype, "loss", np.isfinite(history.history["loss"][0]))
-"""
-
-
-@pytest.mark.slow
-def test_mirrored_strategy_on_two_cpu_devices_with_mixed_precision():
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-c", _DISTRIBUTED_SCRIPT], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "replicas 2 output float32 compute bfloat16 loss True" in result.stdout
 
 
 def test_missing_weights_stop_before_anything_is_written(home, tmp_path, monkeypatch, capsys):
