@@ -251,3 +251,20 @@ def test_an_error_never_shares_a_line_with_a_progress_bar(tmp_path, rng):
     assert _digest(data) == before
     [entry] = (tmp_path / "cache").iterdir()  # the good scan's entry, no temporary folder
     assert entry.name.startswith("01001GOOD-")
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_evaluate_outputs_get_the_umask_modes(inputs, tmp_path, capsys, mask):
+    folder, _, before = inputs
+    previous = os.umask(mask)
+    try:
+        code = evaluate.main(["--reference", str(folder / "ref.nii.gz"), "--prediction", str(folder / "pred.nii.gz"),
+                              "--out", str(tmp_path / "ev")])
+    finally:
+        os.umask(previous)
+    assert code == 0
+    written = {str(p.relative_to(tmp_path / "ev")): p.stat().st_mode & 0o777 for p in (tmp_path / "ev").rglob("*")}
+    assert sorted(written) == ["boxplot.png", "evaluation.json", "metrics.csv", "qc", "qc/ref.png", "summary.md"]
+    assert written == {name: (0o777 if name == "qc" else 0o666) & ~mask for name in written}
+    assert (tmp_path / "ev").stat().st_mode & 0o777 == 0o777 & ~mask
+    assert _digest(folder) == before
