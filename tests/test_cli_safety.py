@@ -268,3 +268,14 @@ def test_evaluate_outputs_get_the_umask_modes(inputs, tmp_path, capsys, mask):
     assert written == {name: (0o777 if name == "qc" else 0o666) & ~mask for name in written}
     assert (tmp_path / "ev").stat().st_mode & 0o777 == 0o777 & ~mask
     assert _digest(folder) == before
+
+
+def test_prepare_refuses_a_cache_dir_that_is_a_regular_file(inputs, tmp_path, capsys):
+    import runpy
+
+    folder, _, before = inputs
+    notes = folder / "notes.txt"
+    prepare = runpy.run_path(str(PREPARE))["main"]
+    err = _refused(capsys, prepare, [str(tmp_path / "absent"), "--size", "16", "--cache-dir", str(notes)])
+    assert err == f"error: {notes}: exists and is not a folder\n"
+    assert _digest(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
