@@ -42,12 +42,12 @@ def main(argv: list[str] | None = None) -> None:
                 scan = nib.as_closest_canonical(nib.load(record.flair))
                 mask = nib.as_closest_canonical(nib.load(record.mask))
                 image, lesions = scan.get_fdata(), mask.get_fdata() > 0
-                z = int(np.argmax(lesions.sum(axis=(0, 1))))
+                x = int(np.argmax(lesions.sum(axis=(1, 2))))  # sagittal, as the paper's Fig. 1
                 zooms = scan.header.get_zooms()
                 ax = axes[row, column]
-                ax.imshow(image[:, :, z].T, cmap="gray", origin="lower", aspect=zooms[1] / zooms[0])
-                if lesions[:, :, z].any():
-                    ax.contour(lesions[:, :, z].T.astype(float), levels=[0.5], colors="red", linewidths=0.6)
+                ax.imshow(image[x].T, cmap="gray", origin="lower", aspect=zooms[2] / zooms[1])
+                if lesions[x].any():
+                    ax.contour(lesions[x].T.astype(float), levels=[0.5], colors="red", linewidths=0.6)
                 facts = info[record.patient_id]
                 ax.set_title(f"{mode}, centre {record.centre}\nlesions {100 * facts['lesion_ratio']:.3f} % of voxels",
                              fontsize=9)
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                 extra = {k: facts[k] for k in ("noise_sigma", "bias_range") if k in facts}
                 print(mode, record.patient_id, scan.shape, f"lesion ratio {facts['lesion_ratio']:.5f}",
                       f"n_lesions {facts['n_lesions']}", extra)
-    figure.suptitle(f"phantom seed {args.seed}: axial slice with most lesion voxels (RAS), lesion outline red")
+    figure.suptitle(f"phantom seed {args.seed}: sagittal slice with most lesion voxels (anterior right), lesion outline red")
     figure.tight_layout()
     save_figure(figure, args.out)
     print(f"wrote {args.out}")

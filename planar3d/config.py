@@ -186,9 +186,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # differences from the paper are listed in docs/deviations.md.
     "demo": {
         "size": 64,
-        "epochs": 3,
+        "epochs": 4,
         "lr": 1e-3,
         "lr_decay": 0.0,
+        "lr_schedule": "cosine",
         "patience": 4,
         "folds": [4],
     },

@@ -51,7 +51,7 @@ from planar3d.config import make_config
 from planar3d.train import _compile, _strategy, build_from_config, mixed_precision_policy
 from planar3d.windows import window_dataset
 keras.mixed_precision.set_global_policy(mixed_precision_policy())
-config = make_config("demo", size=32, encoder_weights="none", mixed_precision=True, strategy="mirrored")
+config = make_config("demo", size=32, encoder_weights="none", mixed_precision=True, strategy="mirrored", lr_schedule="constant")
 strategy = _strategy(config.strategy)
 with strategy.scope():
     model = build_from_config(config)
@@ -158,7 +158,7 @@ def test_mixed_float16_branch_scales_the_loss_and_cannot_train_on_a_cpu(monkeypa
     model's float16 training step stops at the missing float16 MaxPool3D CPU kernel (which is
     why the README's float16 claim is tested only this far)."""
     monkeypatch.setattr(train, "mixed_precision_policy", lambda: "mixed_float16")
-    config = make_config("demo", size=32, encoder_weights="none", mixed_precision=True)
+    config = make_config("demo", size=32, encoder_weights="none", mixed_precision=True, lr_schedule="constant")
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         model = train.build_from_config(config)

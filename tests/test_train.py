@@ -38,6 +38,8 @@ def test_presets_and_overrides():
             paper.patience, paper.threshold) == (256, 16, 8, 2, 5e-5, 1.99e-7, 100, 40, 0.0625)
     demo = make_config("demo", epochs=1)
     assert demo.size == 64 and demo.epochs == 1 and demo.preset == "demo"
+    assert (make_config("demo").epochs, make_config("demo").lr_schedule, make_config("paper").lr_schedule) == (
+        4, "cosine", "constant")
     with pytest.raises(Planar3DError, match="Received: preset='fast'"):
         make_config("fast")
     with pytest.raises(Planar3DError, match="Received: blend='max'"):
