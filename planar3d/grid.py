@@ -106,7 +106,7 @@ def _pm(stats: dict) -> str:
 
 def seeds_summary_markdown(rows: Sequence[dict], config: Config, title: str = "Cross-validation results") -> str:
     """``summary.md`` of a run repeated over seeds (see the module docstring)."""
-    from planar3d.crossval import PAPER_TABLE2
+    from planar3d.crossval import PAPER_TABLE2, _split_lines
 
     stats = seed_statistics(rows)
     seeds = stats["seeds"]
@@ -122,6 +122,7 @@ def seeds_summary_markdown(rows: Sequence[dict], config: Config, title: str = "C
         "Each seed's figure is the mean over its test scans; **mean ± sd over seeds** is the mean and "
         "the sample standard deviation (n-1) of those per-seed figures, n = number of seeds.",
         "",
+        *_split_lines(rows, config),
         "## Over seeds",
         "",
         "| metric | mean ± sd over seeds | range of seed means | all scans × seeds pooled |",

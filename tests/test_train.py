@@ -398,3 +398,12 @@ def test_centre_split_summary_names_the_held_out_centre_of_each_fold():
             "each trains on the other centres") in summary
     assert "| dice (planar3d) | 0.55 ± 0.05 (n=2) | 0.55 ± 0.05 (n=2) | 0.55 ± 0.05 (n=2) | 0.55 ± 0.05 (n=6) |" in summary
     assert "Split: the paper's" in crossval.summary_markdown(rows, make_config("demo"))
+
+
+def test_centre_split_is_named_in_the_seeds_summary_too():
+    from planar3d.grid import seeds_summary_markdown
+
+    rows = [{"seed": s, "fold": f, "patient": f"{c}X{i}", "centre": c, "dice": 0.5 + 0.1 * s, "sensitivity": 0.6}
+            for s in (0, 1) for f, c in enumerate(("01", "07", "08")) for i in range(2)]
+    summary = seeds_summary_markdown(rows, make_config("demo", split="centre"))
+    assert "Split: leave-one-centre-out (fold 0 tests centre 01, fold 1 tests centre 07, fold 2 tests centre 08;" in summary
