@@ -30,6 +30,7 @@ __all__ = [
     "MAPPINGS",
     "acs_kernel",
     "acs_split",
+    "channel_kernel",
     "grey_kernel",
     "inflate_kernel",
     "map_vgg16",
@@ -144,6 +145,42 @@ def grey_kernel(kernel: np.ndarray) -> np.ndarray:
     """
     kernel = np.asarray(kernel)
     return kernel.sum(axis=-2, keepdims=True)
+
+
+def channel_kernel(kernel: np.ndarray, channels: int) -> np.ndarray:
+    """Map a first-layer kernel trained on RGB to ``channels`` input channels.
+
+    - 3: unchanged.
+    - 1: :func:`grey_kernel` (summed over R, G, B): exactly the response to the grey image
+      copied onto the three colour channels.
+    - any other ``C``: the mean of the R, G and B kernels repeated ``C`` times and scaled by
+      ``3 / C`` (the rule of timm's ``adapt_input_conv``). A volume whose ``C`` channels all
+      hold the same grey image then gives exactly the grey-to-RGB response, so the
+      pretrained activations keep their scale (what batch norm and the ReLU thresholds
+      downstream were trained on) whatever the number of MRI sequences; no channel is
+      favoured, because sequences have no natural order to match R, G, B.
+
+    Args:
+        kernel: `(..., 3, Cout)`, input channels on the second last axis (any rank).
+        channels: input channels ``C`` of the new kernel (at least 1).
+
+    Returns:
+        `(..., C, Cout)`, same dtype.
+
+    Raises:
+        Planar3DError: ``channels`` < 1 or a kernel without 3 input channels.
+    """
+    kernel = np.asarray(kernel)
+    if channels < 1:
+        raise Planar3DError(f"channels must be at least 1. Received: channels={channels}")
+    if kernel.ndim < 2 or kernel.shape[-2] != 3:
+        raise Planar3DError(f"the kernel must have 3 input channels. Received: shape={kernel.shape}")
+    if channels == 3:
+        return kernel.copy()
+    if channels == 1:
+        return grey_kernel(kernel)
+    mean = kernel.mean(axis=-2, keepdims=True) * np.asarray(3.0 / channels, dtype=kernel.dtype)
+    return np.repeat(mean, channels, axis=-2).astype(kernel.dtype)
 
 
 #: mode name -> function (kernel_2d, axis) -> 3D kernel in the storage layout of that mode.
