@@ -25,7 +25,8 @@ from typing import Callable
 from planar3d.config import Config, PRESETS, make_config
 from planar3d.errors import Planar3DError
 
-__all__ = ["add_bids_flags", "add_config_flags", "add_run_flags", "config_from_args", "make_parser", "os_error_line", "run_cli"]
+__all__ = ["add_bids_flags", "add_config_flags", "add_inference_flags", "add_run_flags", "config_from_args", "make_parser", "os_error_line",
+           "run_cli"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,6 +103,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                        help="'fixed' (paper) or 'reference' (released code: max(prob)//16 on 0-255, per scan)")
     group.add_argument("--blend", choices=("middle", "mean", "gaussian"), help="window recomposition (paper: middle, Eq. 1)")
     _bool_flag(group, "--tta", "average predictions over flips (8x slower)")
+    add_inference_flags(group)
     group.add_argument("--eval-space", choices=("native", "resampled"),
                        help="metrics on the scan's grid (default) or in the resampled cube (reference code)")
     group.add_argument("--split", choices=("patient", "centre"),
@@ -118,6 +120,17 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     _bool_flag(group, "--robust", "percentile (0.5-99.5) instead of min-max intensity scaling (default off, paper); "
                "the same as data_prep/prepare_msseg2016.py --robust")
     add_bids_flags(parser)
+
+
+def add_inference_flags(parser) -> None:
+    """``--crop`` and ``--precision`` (test-scan inference of train/crossval, and predict)."""
+    parser.add_argument("--crop", choices=("auto", "off"),
+                        help="'auto' (default): run the network on the head's rows/cols only, skip windows "
+                        "without head; 'off': the whole field of view (paper)")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="inference number format; 'auto' (default): bfloat16 where the CPU (avx512_bf16/amx) "
+                        "or GPU computes it natively, float16 on GPUs with float16 tensor cores only, else float32 "
+                        "(paper: float32)")
 
 
 def add_bids_flags(parser: argparse.ArgumentParser, masks_help: str | None = None) -> None:
@@ -148,7 +161,7 @@ def config_from_args(args: argparse.Namespace, **extra) -> Config:
     names = ("data", "cache_dir", "size", "window", "stride", "channels", "epochs", "batch_size", "lr",
              "lr_decay", "lr_schedule", "patience", "empty_window_weight", "encoder_weights", "bottleneck_init", "mapping",
              "freeze_encoder", "seed", "seeds", "mixed_precision", "deterministic", "strategy", "threshold", "threshold_rule", "blend",
-             "tta", "eval_space", "split", "phantom_scale", "phantom_n_per_centre", "phantom_seed", "phantom_mode", "phantom_lesion_load", "masks_from", "acq", "run",
+             "tta", "eval_space", "crop", "precision", "split", "phantom_scale", "phantom_n_per_centre", "phantom_seed", "phantom_mode", "phantom_lesion_load", "masks_from", "acq", "run",
              "centre_column", "participant_label", "session_label")
     overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
     if overrides.get("seed") is not None and overrides.get("seeds") is not None:

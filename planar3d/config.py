@@ -27,6 +27,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "lr_schedule": ("constant", "cosine"),
     "split": ("patient", "centre"),
     "phantom_mode": ("simple", "realistic"),
+    "crop": ("auto", "off"),
+    "precision": ("auto", "float32", "bfloat16", "float16"),
 }
 
 
@@ -66,7 +68,12 @@ class Config:
         seed in ``seed_<s>/`` folders, summarised over seeds, see :mod:`planar3d.grid`).
     Inference: threshold (on probabilities; paper 16/256), threshold_rule, blend, tta,
         eval_space (``native``: metrics on the scan's own grid; ``resampled``: in the
-        size³ space, as the reference code).
+        size³ space, as the reference code), crop (``auto``: the network runs on the head's
+        rows and columns only, windows without head skipped; ``off``: the whole field of view,
+        the paper), precision (``auto``: bfloat16 where the CPU or GPU computes it natively,
+        float16 on GPUs with float16 tensor cores only, float32 elsewhere; see
+        :func:`planar3d.inference.resolve_precision`). ``crop="off", precision="float32"`` is the
+        paper's whole-volume float32 inference, bit for bit (docs/deviations.md).
     Cross-validation: split (``patient``: the paper's folds, one test patient per centre,
         :func:`planar3d.data.cv_split`; ``centre``: leave-one-centre-out,
         :func:`planar3d.data.centre_split`), folds.
@@ -112,6 +119,8 @@ class Config:
     blend: str = "middle"
     tta: bool = False
     eval_space: str = "native"
+    crop: str = "auto"
+    precision: str = "auto"
     split: str = "patient"
     folds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
 
@@ -175,7 +184,7 @@ class Config:
 
     #: settings that must match for a run folder to be resumed or a fold to be reused.
     def training_identity(self) -> dict[str, Any]:
-        ignored = {"folds", "seeds", "threshold", "threshold_rule", "blend", "tta", "eval_space", "cache_dir", "strategy"}
+        ignored = {"folds", "seeds", "threshold", "threshold_rule", "blend", "tta", "eval_space", "crop", "precision", "cache_dir", "strategy"}
         return {k: v for k, v in self.to_dict().items() if k not in ignored}
 
 

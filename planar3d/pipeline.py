@@ -17,26 +17,30 @@ __all__ = ["resampled_spacing", "segment_volume"]
 INFERENCE_BATCH_SIZE = 1
 
 
-def segment_volume(model, volume: np.ndarray, meta: dict, config: Config, batch_size: int = INFERENCE_BATCH_SIZE):
+def segment_volume(model, volume: np.ndarray, meta: dict, config: Config, batch_size: int = INFERENCE_BATCH_SIZE,
+                   progress: bool = False):
     """Predict one preprocessed scan and map the result back to its native grid.
 
     Args:
         model: the trained Keras model (sigmoid output).
         volume: `(size, size, size)` preprocessed scan (see :func:`planar3d.preprocess.preprocess`).
         meta: its preprocessing record.
-        config: window, stride, blend, tta, threshold and threshold_rule are used.
-        batch_size: windows per forward pass (the training batch size does not matter here).
+        config: window, stride, blend, tta, crop, precision, threshold and threshold_rule are used.
+        batch_size: windows per forward pass of the per-window path (the training batch size
+            does not matter here).
+        progress: a bar over the windows on a terminal.
 
     Returns:
         ``(probabilities, mask, resampled)``: float32 probabilities and the uint8 binary
         mask (thresholded *in native space*) on the native grid in the scan's stored axis
         order, and the `(size, size, size)` probabilities before resampling.
     """
-    from planar3d.windows import binarize, predict_volume  # TensorFlow: imported only when used
+    from planar3d.inference import predict_volume  # TensorFlow: imported only when used
+    from planar3d.windows import binarize
 
     resampled = predict_volume(
         model, volume, size=config.window, stride=config.stride, mode=config.blend,
-        batch_size=batch_size, tta=config.tta,
+        batch_size=batch_size, tta=config.tta, crop=config.crop, precision=config.precision, progress=progress,
     )
     probabilities = np.clip(to_native(resampled, meta, order=1), 0.0, 1.0).astype(np.float32)
     mask = binarize(probabilities, threshold=config.threshold, rule=config.threshold_rule)

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from planar3d.atomic import atomic_path, check_destinations, write_text_atomic
-from planar3d.cli import make_parser, run_cli
+from planar3d.cli import add_inference_flags, make_parser, run_cli
 from planar3d.config import Config, load_config, make_config
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.pipeline import INFERENCE_BATCH_SIZE  # no TensorFlow: windows is imported when used
@@ -61,8 +61,12 @@ def _stem(path: Path) -> str:
 
 def predict_scan(model, flair_path: str | Path, output: str | Path, config: Config, probabilities: str | Path | None = None,
                  lesion_map: str | Path | None = None, report: bool = True, overlay: bool = True,
-                 overwrite: bool = False, batch_size: int = INFERENCE_BATCH_SIZE) -> dict:
+                 overwrite: bool = False, batch_size: int = INFERENCE_BATCH_SIZE, progress: bool = False) -> dict:
     """Segment one scan and write its outputs; return its summary row.
+
+    ``config.crop`` and ``config.precision`` choose the inference path (see
+    :func:`planar3d.inference.predict_volume`); ``progress`` shows a bar over the windows on a
+    terminal.
 
     Outputs beside ``output`` (``<name>.nii.gz``): ``<name>_lesions.csv`` / ``.json`` (one
     row per lesion: id, voxels, volume in mm³, centroid in voxels and in scanner mm, mean
@@ -88,7 +92,7 @@ def predict_scan(model, flair_path: str | Path, output: str | Path, config: Conf
     size = int(model.input_shape[2])
     volume, _, meta = preprocess(scan, size=size, robust=config.robust_normalisation)
     config = replace(config, window=int(model.input_shape[1]), size=size)
-    prob, mask, resampled = segment_volume(model, volume, meta, config, batch_size=batch_size)
+    prob, mask, resampled = segment_volume(model, volume, meta, config, batch_size=batch_size, progress=progress)
     table = lesion_table(mask, scan.affine, probabilities=prob)
     summary = {"scan": str(flair_path), "mask": str(output), **lesion_summary(table)}
 
@@ -196,12 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=INFERENCE_BATCH_SIZE,
                         help="windows per forward pass (default 1: on a CPU as fast as 2, with less memory)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where to run")
+    add_inference_flags(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar over the windows of a "
+                        "single scan, on a terminal only)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them in folder mode, refuse for one scan)")
     args = parser.parse_args(argv)
 
     saved = Path(args.model).parent / "config.json"
     base = load_config(saved) if saved.is_file() else make_config("paper")
-    overrides = {k: getattr(args, k) for k in ("threshold", "threshold_rule", "blend", "tta", "stride")}
+    overrides = {k: getattr(args, k) for k in ("threshold", "threshold_rule", "blend", "tta", "stride", "crop", "precision")}
     config = replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
     pairs = _inputs_and_outputs(args.input, args.output)
     if args.probabilities and len(pairs) > 1:
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             labels = output.with_name(_stem(output) + "_labels.nii.gz") if args.lesion_map else None
             row = predict_scan(model, flair, output, config, probabilities=args.probabilities, lesion_map=labels,
                                report=not args.no_report, overlay=not args.no_qc, overwrite=args.overwrite,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, progress=len(pairs) == 1 and not args.quiet)
         except Planar3DError as error:
             if len(pairs) == 1:
                 raise

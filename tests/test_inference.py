@@ -1,0 +1,133 @@
+"""Tests for planar3d.inference and planar3d.nets.stream: cropped, streamed, reduced-precision inference."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import planar3d.inference as inference
+from planar3d.config import make_config
+from planar3d.errors import Planar3DError
+from planar3d.foreground import crop_boxes, head_mask, paste
+from planar3d.nets.model import build_model
+from planar3d.nets.stream import decode, encode
+from planar3d.pipeline import segment_volume
+from planar3d.windows import predict_volume as plain_predict_volume
+from planar3d.windows import recompose
+
+from test_foreground import ball_volume
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    """The planar res-u-net at 16x32x32, random encoder (weights do not matter for equalities)."""
+    return build_model((16, 32, 32, 1), encoder_weights=None, seed=1)
+
+
+def identity_model() -> keras.Model:
+    """Outputs its input (any rows x cols): the prediction of every window is known."""
+    return keras.Sequential([keras.Input((16, None, None, 1)), keras.layers.Identity()])
+
+
+def expected_crop(volume: np.ndarray, boxes) -> np.ndarray:
+    """What the identity model must give with these boxes: each window's box pasted, middle recomposition."""
+    windows = []
+    for k, box in enumerate(boxes):
+        window = volume[8 * k : 8 * k + 16]
+        windows.append(np.zeros_like(window) if box is None else paste(window[(slice(None), *box.slices)], box, window.shape))
+    return recompose(np.stack(windows)[..., None], volume.shape[0])[..., 0].numpy()
+
+
+@pytest.mark.parametrize("per", ["window", "scan"])
+def test_crop_and_paste_back_round_trip_exactly(per):
+    volume = ball_volume(shape=(40, 64, 64), centre=(12, 20, 40), radius=9)
+    prob = inference.predict_volume(identity_model(), volume, crop=per, precision="float32")
+    boxes = crop_boxes(head_mask(volume), per=per)
+    assert boxes[-1] is None and all(b is not None for b in boxes[:3])  # the last window (slices 24-39) has no head
+    assert boxes[0].shape != (64, 64)
+    np.testing.assert_array_equal(prob, expected_crop(volume, boxes))
+    inside = head_mask(volume)
+    np.testing.assert_array_equal(prob[inside], volume[inside])  # the head itself is returned unchanged
+    assert not prob[32:].any()
+
+
+def test_head_touching_the_border_is_predicted_up_to_the_border():
+    volume = ball_volume(shape=(32, 48, 48), centre=(16, 2, 24))
+    prob = inference.predict_volume(identity_model(), volume, crop="auto", precision="float32")
+    inside = head_mask(volume)
+    assert inside[:, 0].any()
+    np.testing.assert_array_equal(prob[inside], volume[inside])
+
+
+def test_no_foreground_predicts_zero_with_a_warning(capsys):
+    prob = inference.predict_volume(identity_model(), np.full((32, 32, 32), 0.5, np.float32), crop="auto", precision="float32")
+    assert prob.shape == (32, 32, 32) and not prob.any()
+    assert "warning: no foreground: the scan's intensities do not vary (all 0.5); nothing is segmented" in capsys.readouterr().err
+
+
+def test_streamed_encoder_equals_the_whole_window(small_model, rng):
+    window = tf.constant(rng.uniform(-1, 1, (1, 16, 32, 32, 1)).astype(np.float32))
+    whole = encode(small_model, window)
+    first, second = encode(small_model, window[:, :8]), encode(small_model, window[:, 8:])
+    for name, tensor in whole.items():
+        np.testing.assert_array_equal(tf.concat([first[name], second[name]], axis=1).numpy(), tensor.numpy())
+    np.testing.assert_array_equal(decode(small_model, whole).numpy(), small_model(window, training=False).numpy())
+
+
+def test_streamed_volume_equals_per_window_bit_for_bit(small_model, rng):
+    volume = rng.uniform(-1, 1, (40, 32, 32)).astype(np.float32)
+    today = plain_predict_volume(small_model, volume, batch_size=1)
+    assert inference.can_stream(small_model, 16, 8) and not inference.can_stream(small_model, 16, 4)
+    streamed = inference.predict_volume(small_model, volume, crop="off", precision="float32", stream=True)
+    np.testing.assert_array_equal(streamed, today)
+    # tta: every flip streamed as well
+    np.testing.assert_array_equal(
+        inference.predict_volume(small_model, volume[:32], crop="off", precision="float32", stream=True, tta=True),
+        plain_predict_volume(small_model, volume[:32], batch_size=1, tta=True))
+
+
+def test_crop_off_float32_equals_today_bit_for_bit_through_the_pipeline(small_model, rng):
+    import nibabel as nib
+
+    from planar3d.preprocess import preprocess
+
+    scan = nib.Nifti1Image(ball_volume(shape=(32, 32, 32), centre=(16, 16, 16), radius=12, rng=rng), np.eye(4))
+    volume, _, meta = preprocess(scan, size=32)
+    today = plain_predict_volume(small_model, volume, batch_size=1)
+    config = make_config("paper", size=32, crop="off", precision="float32")
+    _, _, resampled = segment_volume(small_model, volume, meta, config)
+    np.testing.assert_array_equal(resampled, today)
+
+
+def test_bfloat16_is_close_to_float32(small_model, rng):
+    volume = rng.uniform(-1, 1, (32, 32, 32)).astype(np.float32)
+    today = plain_predict_volume(small_model, volume, batch_size=1)
+    fast = inference.predict_volume(small_model, volume, crop="off", precision="bfloat16")
+    assert fast.dtype == np.float32
+    assert 0 < np.abs(fast - today).max() < 0.02
+
+
+def test_resolve_precision_from_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(inference, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert inference.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(inference, "_cpu_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
+    assert inference.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert inference.resolve_precision("auto") == "float32"
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    monkeypatch.setattr(inference, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert inference.resolve_precision("auto") == "float32"
+    assert inference.resolve_precision("float16") == "float16"
+    with pytest.raises(Planar3DError, match=r"Received: precision='half'$"):
+        inference.resolve_precision("half")
+
+
+def test_bad_crop_is_refused(small_model):
+    with pytest.raises(Planar3DError, match=r"Received: crop='head'$"):
+        inference.predict_volume(small_model, np.zeros((32, 32, 32), np.float32), crop="head")
+    with pytest.raises(Planar3DError, match=r"Received: crop='head'$"):
+        make_config("paper", crop="head")
