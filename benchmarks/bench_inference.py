@@ -1,4 +1,18 @@
-"""Inference cost of one scan at the paper's size, stage by stage, and folder mode vs separate CLI calls.
+"""Inference cost of one scan at the paper's size: the fast path's levers, stages, folder mode.
+
+Part "agreement" (``--trained RUN/fold_k/best.keras``): that model on its fold's test scans (the
+phantom's, from ``split.json``) at its own size: each lever alone and the defaults against
+today's path (``planar3d.windows.predict_volume``: whole field of view, per window, float32):
+Dice of the binary masks, lesion counts, the largest probability difference inside the head
+(:func:`planar3d.foreground.head_mask`), the crop's share of the window area; and the ``--tta``
+cost as a ratio to one plain pass.
+
+Part "levers" (``--size``, default 256): one phantom scan through ``predict_scan`` with today's
+path (``--crop off --precision float32``, streaming off) and with the defaults, one process,
+the forward step timed inside the same call, peak RSS per call (high-water mark reset); then
+each lever's own forward (streamed encoder, crop per window, bfloat16) and combinations. The
+model is the res-u-net at ``--size`` with the ``--trained`` model's weights (fully
+convolutional) or an ImageNet encoder.
 
 Part 1 (``--size``, default 256 = the paper): one phantom subject on its native grid
 (``--scale`` 1 = the paper's Table 1 grid of centre ``--centre``, default 01: 144x512x512)
@@ -24,7 +38,7 @@ The model is ``build_model((16, size, size, 1), encoder_weights=None)``: weight 
 change the time. Writes ``docs/bench_inference.md``.
 
 Usage:
-    python benchmarks/bench_inference.py [--size 256] [--scans 5] [--folder-size 64] [--repeats 3]
+    python benchmarks/bench_inference.py --trained RUN/fold_4/best.keras [--size 256] [--parts agreement,levers,1,2]
 """
 
 from __future__ import annotations
@@ -180,6 +194,203 @@ def _end_to_end_child(args: argparse.Namespace) -> dict:
             "forward_s": model.seconds, "model_calls": model.calls, "n_lesions": row["n_lesions"]}
 
 
+# ----------------------------------------------------------------------------- issue 15: the levers
+
+
+def _compare(fast, today, head, threshold: float = 16 / 256) -> dict:
+    """Dice of the binary masks, lesion counts and the largest probability difference inside the head."""
+    import numpy as np
+
+    from planar3d.lesions import label_lesions
+
+    a, b = fast >= threshold, today >= threshold
+    total = int(a.sum() + b.sum())
+    dice = 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+    inside = np.abs(fast - today)[head] if head.any() else np.zeros(1)
+    return {"dice": dice, "lesions_fast": label_lesions(a)[1], "lesions_today": label_lesions(b)[1],
+            "max_diff_head": float(inside.max()), "max_diff_all": float(np.abs(fast - today).max())}
+
+
+def _timed_variant(function) -> tuple[object, float, float, float]:
+    """Result, wall seconds, CPU seconds of this process and peak RSS (GB, high-water mark reset) of one call.
+
+    On a machine shared with other jobs the wall time follows the load; the process's CPU time
+    (user + system, all threads) follows the work done, so ratios are read from it.
+    """
+    _reset_peak_rss()
+    start, cpu = time.perf_counter(), time.process_time()
+    result = function()
+    return result, time.perf_counter() - start, time.process_time() - cpu, _rss_gb("VmHWM")
+
+
+def _trained_at(size: int, trained: str | None):
+    """The res-u-net at ``size``: ImageNet encoder, or every weight copied from a trained ``.keras`` model."""
+    from planar3d.nets.model import build_model
+
+    if not trained:
+        return build_model((16, size, size, 1), encoder_weights="imagenet"), "ImageNet encoder, random decoder"
+    from planar3d.predict import load_segmentation_model
+
+    source = load_segmentation_model(trained)
+    model = build_model((16, size, size, 1), encoder_weights=None)
+    model.set_weights(source.get_weights())  # fully convolutional: no weight depends on rows x cols
+    return model, f"weights of {trained} (trained at {source.input_shape[2]}³)"
+
+
+def _agreement(args: argparse.Namespace, say) -> None:
+    """The demo's trained model on its phantom test scans: fast vs today's path, per lever, and --tta cost."""
+    import nibabel as nib
+    import numpy as np
+
+    from planar3d import inference
+    from planar3d.config import load_config
+    from planar3d.foreground import crop_boxes, head_mask
+    from planar3d.phantom import default_phantom_root
+    from planar3d.predict import load_segmentation_model
+    from planar3d.preprocess import preprocess
+    from planar3d.windows import predict_volume as today_path
+
+    fold = Path(args.trained).parent
+    config = load_config(fold / "config.json")
+    tests = json.loads((fold / "split.json").read_text())["test"]
+    root = next(p for p in sorted(default_phantom_root().glob("*")) if (p / tests[0] / "3DFLAIR.nii.gz").is_file())
+    model = load_segmentation_model(args.trained)
+    size = int(model.input_shape[2])
+    auto = inference.resolve_precision("auto")
+    say(f"## Agreement: the demo's trained model on the phantom's test scans ({size}³)", "",
+        f"Model `{args.trained}` (demo preset, fold {fold.name}); test scans {', '.join(tests)} of `{root}`; "
+        f"paper inference (stride 8, middle recomposition, threshold 16/256) in the resampled {size}³ cube. "
+        f"'today' = `planar3d.windows.predict_volume` (batch 1, whole field of view, float32). Precision 'auto' "
+        f"resolves to **{auto}** here.", "")
+    variants = {
+        "streamed encoder alone (float32)": dict(crop="off", precision="float32", stream=True),
+        "crop per window alone (float32)": dict(crop="window", precision="float32", stream=False),
+        "crop per scan alone (float32)": dict(crop="scan", precision="float32", stream=False),
+        "bfloat16 alone": dict(crop="off", precision="bfloat16", stream=False),
+        "defaults: crop auto + stream + precision auto": dict(crop="auto", precision="auto", stream=True),
+    }
+    say("| scan | variant | Dice vs today | lesions (fast / today) | max prob diff inside head | max diff anywhere | window area cropped |",
+        "|---|---|---:|---:|---:|---:|---:|")
+    tta_ratios, worst = [], {}
+    for pid in tests:
+        scan = nib.load(root / pid / "3DFLAIR.nii.gz")
+        volume = preprocess(scan, size=size, robust=config.robust_normalisation)[0]
+        head = head_mask(volume)
+        today, _, today_s, _ = _timed_variant(lambda: today_path(model, volume, 16, 8, batch_size=1))
+        for name, options in variants.items():
+            fast = inference.predict_volume(model, volume, 16, 8, **options)
+            row = _compare(fast, today, head)
+            crop = options["crop"] if options["crop"] != "auto" else "window"
+            area = "-" if options["crop"] == "off" else f"{_area(crop_boxes(head, per=crop), size):.2f}"
+            worst[name] = min(worst.get(name, (1.0,))[0], row["dice"]), max(worst.get(name, (0, 0.0))[1], row["max_diff_head"])
+            say(f"| {pid} | {name} | {row['dice']:.4f} | {row['lesions_fast']} / {row['lesions_today']} | "
+                f"{row['max_diff_head']:.2e} | {row['max_diff_all']:.2e} | {area} |")
+        if tta_ratios:  # --tta cost on the first scan only: 16 passes more
+            continue
+        # --tta cost, interleaved: plain then 8 flips, both paths
+        _, _, fast_s, _ = _timed_variant(lambda: inference.predict_volume(model, volume, 16, 8))
+        _, _, fast_tta_s, _ = _timed_variant(lambda: inference.predict_volume(model, volume, 16, 8, tta=True))
+        _, _, today_tta_s, _ = _timed_variant(lambda: today_path(model, volume, 16, 8, batch_size=1, tta=True))
+        tta_ratios.append((today_tta_s / today_s, fast_tta_s / fast_s))
+    say("")
+    for name, (dice, diff) in worst.items():
+        say(f"- {name}: lowest Dice {dice:.4f}, largest probability difference inside the head {diff:.2e}")
+    say("", f"`--tta` cost (8 flips) / one plain pass (CPU time), first test scan at {size}³: today's path "
+        + ", ".join(f"{a:.2f}" for a, _ in tta_ratios) + "; defaults " + ", ".join(f"{b:.2f}" for _, b in tta_ratios) + ".", "")
+
+
+def _area(boxes, size: int) -> float:
+    """Mean fraction of the window area the boxes cover (skipped windows count 0)."""
+    return sum(b.shape[0] * b.shape[1] for b in boxes if b is not None) / (size * size * len(boxes))
+
+
+def _levers(args: argparse.Namespace, scratch: Path, say, flush) -> None:
+    """Whole predict_scan today vs fast at --size, and each lever's own forward ratio, one process."""
+    import nibabel as nib
+    import numpy as np
+
+    import planar3d.pipeline as pipeline
+    from planar3d import inference
+    from planar3d.config import make_config
+    from planar3d.foreground import crop_boxes, head_mask
+    from planar3d.phantom import ensure_phantom
+    from planar3d.predict import predict_scan
+    from planar3d.preprocess import preprocess
+
+    if args.scan:  # a given scan (e.g. a test scan of the --trained run)
+        scan_path = Path(args.scan)
+        record = scan_path.parent
+    else:
+        root = ensure_phantom(args.phantom_dir or scratch / "phantom", n_per_centre=1, scale=args.scale, seed=0)
+        record = next(r for r in sorted(root.iterdir()) if r.name.startswith(args.centre))
+        scan_path = record / "3DFLAIR.nii.gz"
+    model, described = _trained_at(args.size, args.trained)
+    size = args.size
+    volume = preprocess(nib.load(scan_path), size=size)[0]
+    head = head_mask(volume)
+    auto = inference.resolve_precision("auto")
+    say(f"## Whole predict at {size}³ and each lever", "",
+        f"Phantom subject {record.name} (centre {args.centre}), native grid "
+        f"{'x'.join(map(str, nib.load(scan_path).shape))}; model: {described}. One process; variants run once each, "
+        "in the order of the table (the machine is shared, so a ratio is the figure to read, not the seconds). "
+        f"'auto' precision resolves to **{auto}**. Head mask: {head.mean():.2f} of the volume; crop boxes cover "
+        f"{_area(crop_boxes(head, per='window'), size):.2f} (per window) / {_area(crop_boxes(head, per='scan'), size):.2f} "
+        "(per scan) of the windows' area.", "")
+
+    # whole predict_scan: the forward step timed inside the same call, its probabilities kept
+    captured: dict[str, object] = {}
+    original = pipeline.segment_volume
+
+    def segment(*a, **k):
+        start, cpu = time.perf_counter(), time.process_time()
+        result = original(*a, **k)
+        captured["forward_s"], captured["forward_cpu"] = time.perf_counter() - start, time.process_time() - cpu
+        captured["resampled"] = result[2]
+        return result
+
+    pipeline.segment_volume = segment
+    stream_on = inference.can_stream
+
+    def whole(config, stream: bool, name: str):
+        inference.can_stream = stream_on if stream else (lambda *a, **k: False)
+        try:
+            row, seconds, cpu, peak = _timed_variant(lambda: predict_scan(model, scan_path, scratch / f"{name}_mask.nii.gz", config))
+        finally:
+            inference.can_stream = stream_on
+        return {"s": seconds, "cpu": cpu, "forward_s": captured["forward_s"], "forward_cpu": captured["forward_cpu"],
+                "peak": peak, "prob": captured["resampled"], "n_lesions": row["n_lesions"]}
+
+    paper = make_config("paper", size=size, crop="off", precision="float32")
+    defaults = make_config("paper", size=size)
+    say("Seconds as wall / CPU (user + system of this process, 2 threads); ratios from CPU time, wall-time ratio in brackets.", "",
+        "| run | whole predict_scan s | forward s | **ratio, whole** | ratio, forward | peak RSS GB | Dice vs today | lesions (in the cube) | max prob diff in head |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    today = whole(paper, False, "today")
+    say(f"| today: whole FOV, per window, float32 | {today['s']:.0f} / {today['cpu']:.0f} | {today['forward_s']:.0f} / {today['forward_cpu']:.0f} "
+        f"| 1 | 1 | {today['peak']:.2f} | 1 | {_compare(today['prob'], today['prob'], head)['lesions_today']} | 0 |")
+    flush()
+    fast = whole(defaults, True, "fast")
+    row = _compare(fast["prob"], today["prob"], head)
+    say(f"| **defaults: crop auto + stream + {auto}** | {fast['s']:.0f} / {fast['cpu']:.0f} | {fast['forward_s']:.0f} / {fast['forward_cpu']:.0f} | "
+        f"**{fast['cpu'] / today['cpu']:.3f}** ({fast['s'] / today['s']:.3f}) | {fast['forward_cpu'] / today['forward_cpu']:.3f} "
+        f"({fast['forward_s'] / today['forward_s']:.3f}) | {fast['peak']:.2f} | {row['dice']:.4f} | {row['lesions_fast']} | {row['max_diff_head']:.2e} |")
+    flush()
+    levers = {
+        "crop per window + stream (float32)": dict(crop="window", precision="float32", stream=True),
+        "bfloat16 alone": dict(crop="off", precision="bfloat16", stream=False),
+        "streamed encoder alone": dict(crop="off", precision="float32", stream=True),
+        "crop per window alone": dict(crop="window", precision="float32", stream=False),
+        "crop per scan + stream + bfloat16": dict(crop="scan", precision="bfloat16", stream=True),
+    }
+    for name, options in levers.items():
+        prob, seconds, cpu, peak = _timed_variant(lambda: inference.predict_volume(model, volume, 16, 8, **options))
+        row = _compare(prob, today["prob"], head)
+        say(f"| {name} (forward only) | - | {seconds:.0f} / {cpu:.0f} | - | {cpu / today['forward_cpu']:.3f} ({seconds / today['forward_s']:.3f}) "
+            f"| {peak:.2f} | {row['dice']:.4f} | {row['lesions_fast']} | {row['max_diff_head']:.2e} |")
+        flush()
+    say("")
+
+
 # ----------------------------------------------------------------------------- parent
 
 
@@ -329,13 +540,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folder-size", type=int, default=64, help="part 2 cube edge (default 64)")
     parser.add_argument("--folder-scale", type=float, default=0.25, help="part 2 native grids, fraction of the paper's (default 0.25)")
     parser.add_argument("--repeats", type=int, default=3, help="part 2 rounds (default 3)")
-    parser.add_argument("--parts", default="1,2", help="parts to run (default 1,2)")
+    parser.add_argument("--parts", default="agreement,levers",
+                        help="parts to run: agreement (trained model, test scans), levers (whole predict at --size, each "
+                        "lever), 1 (stages), 2 (folder mode) (default agreement,levers)")
+    parser.add_argument("--trained", help="a trained model (RUN/fold_k/best.keras; its split.json and config.json beside it): "
+                        "agreement part, and its weights for the levers part (default: ImageNet encoder, random decoder)")
     parser.add_argument("--phantom-dir", type=Path, help="part 1 phantom folder, reused if it exists (default: a temporary one)")
     parser.add_argument("--folder-phantom-dir", type=Path, help="part 2 phantom folder, reused if it exists (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=DOCS, help=f"folder for bench_inference.md (default {DOCS})")
     parser.add_argument("--child", choices=("staged", "end-to-end"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--scan", help=argparse.SUPPRESS)
+    parser.add_argument("--scan", help="levers part: this FLAIR scan instead of a generated phantom subject")
     parser.add_argument("--output-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -355,18 +570,40 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(text), flush=True)
         lines.extend(text)
 
+    from planar3d.machine import cpu_isa_flags
+
+    previous = ""
+    target = args.out / "bench_inference.md"
+    if target.is_file():  # earlier parts' results stay below the new ones
+        text = target.read_text(encoding="utf-8")
+        previous = text[text.index("\n## ") + 1:] if "\n## " in text else ""
+        previous = previous.split("\n# Earlier runs\n")[-1] if "\n# Earlier runs\n" in previous else previous
+
+    def flush() -> None:
+        write_text_atomic(target, "\n".join(lines) + ("\n\n# Earlier runs\n\n" + previous if previous else ""))
+
     command = "python benchmarks/bench_inference.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    say("# Inference: one scan at the paper's size, and folder mode", "",
-        f"Command: `{command.strip()}`", "", f"Machine: {machine()}. Load average (1/5/15 min) at the start: "
-        + "/".join(f"{v:.1f}" for v in os.getloadavg()) + " (2 cores shared with other processes).", "")
+    say("# Inference: one scan at the paper's size", "",
+        f"Command: `{command.strip()}`", "", f"Machine: {machine()}. CPU ISA: {' '.join(cpu_isa_flags()) or 'unknown'}. "
+        f"Threads: TensorFlow defaults (intra-op {os.cpu_count()}). Load average (1/5/15 min) at the start: "
+        + "/".join(f"{v:.1f}" for v in os.getloadavg()) + " (cores shared with other processes).", "")
     parts = {p.strip() for p in args.parts.split(",")}
     with tempfile.TemporaryDirectory(prefix="bench_inference-") as scratch:
+        if "agreement" in parts:
+            if not args.trained:
+                parser.error("the agreement part needs --trained RUN/fold_k/best.keras")
+            _agreement(args, say)
+            flush()
+        if "levers" in parts:
+            _levers(args, Path(scratch), say, flush)
+            flush()
         if "1" in parts:
             _part_one(args, Path(scratch), say)
         if "2" in parts:
             _part_two(args, Path(scratch), say)
     say("Load average (1/5/15 min) at the end: " + "/".join(f"{v:.1f}" for v in os.getloadavg()) + ".", "")
-    print(f"wrote {write_text_atomic(args.out / 'bench_inference.md', chr(10).join(lines))}")
+    flush()
+    print(f"wrote {target}")
 
 
 if __name__ == "__main__":
