@@ -25,8 +25,8 @@ from typing import Callable
 from planar3d.config import Config, PRESETS, make_config
 from planar3d.errors import Planar3DError
 
-__all__ = ["add_bids_flags", "add_config_flags", "add_inference_flags", "add_run_flags", "config_from_args", "make_parser", "os_error_line",
-           "run_cli"]
+__all__ = ["add_bids_flags", "add_config_flags", "add_inference_flags", "add_run_flags", "add_segment_flags",
+           "config_from_args", "make_parser", "os_error_line", "run_cli"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -146,6 +146,19 @@ def add_bids_flags(parser: argparse.ArgumentParser, masks_help: str | None = Non
                        "(default: the scanner, Manufacturer + MagneticFieldStrength from the JSON sidecar)")
     group.add_argument("--participant-label", nargs="+", metavar="LABEL", help="subjects to use, with or without sub- (default: all)")
     group.add_argument("--session-label", nargs="+", metavar="LABEL", help="sessions to use, with or without ses- (default: all)")
+
+
+def add_segment_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of the tools that segment with a trained model (defaults: the model's run config)."""
+    group = parser.add_argument_group("inference (defaults: the config.json beside the model, else the paper's)")
+    group.add_argument("--threshold", type=float, help="probability threshold (paper 16/256 = 0.0625)")
+    group.add_argument("--threshold-rule", choices=("fixed", "reference"), help="see planar3d.windows.binarize (default fixed)")
+    group.add_argument("--blend", choices=("middle", "mean", "gaussian"), help="window recomposition (default middle, paper Eq. 1)")
+    _bool_flag(group, "--tta", "average over flips (8x slower; default off)")
+    group.add_argument("--stride", type=int, help="slices between windows (default: the run's, 8)")
+    group.add_argument("--batch-size", type=int, default=1,
+                       help="windows per forward pass (default 1: on a CPU as fast as 2, with less memory)")
+    group.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where to run")
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +22,8 @@ from planar3d.config import Config, load_config, make_config
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.pipeline import INFERENCE_BATCH_SIZE  # no TensorFlow: windows is imported when used
 
-__all__ = ["load_segmentation_model", "main", "predict_scan", "scan_outputs"]
+__all__ = ["Segmentation", "inference_config", "load_segmentation_model", "main", "predict_scan", "scan_outputs",
+           "segment_scan", "select_device"]
 
 _SUFFIXES = (".nii.gz", ".nii")
 
@@ -51,12 +52,84 @@ def load_segmentation_model(path: str | Path):
     return model
 
 
+def inference_config(model: str | Path, **overrides) -> Config:
+    """The run's ``config.json`` beside the model (else the paper's), with overrides (None = keep).
+
+    Raises:
+        InputFileError: a bad ``config.json``.
+        Planar3DError: an invalid override.
+    """
+    saved = Path(model).parent / "config.json"
+    base = load_config(saved) if saved.is_file() else make_config("paper")
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
+
+
 def _stem(path: Path) -> str:
     name = path.name
     for suffix in _SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One segmented scan (see :func:`segment_scan`).
+
+    Attributes:
+        scan: the input image (``nibabel``), whose grid the outputs are on.
+        volume: `(size, size, size)` preprocessed scan.
+        probabilities: float32 lesion probabilities on the native grid.
+        mask: uint8 binary mask on the native grid.
+        resampled: `(size, size, size)` probabilities before resampling.
+        table: :func:`planar3d.lesions.lesion_table` rows (id 1 = largest lesion).
+        config: the settings used (window and size from the model).
+    """
+
+    scan: object
+    volume: np.ndarray
+    probabilities: np.ndarray
+    mask: np.ndarray
+    resampled: np.ndarray
+    table: list
+    config: Config
+
+    def summary(self) -> dict:
+        """``{"n_lesions", "total_volume_ml"}`` of :func:`planar3d.lesions.lesion_summary`."""
+        from planar3d.lesions import lesion_summary
+
+        return lesion_summary(self.table)
+
+    def qc_picture(self, path: str | Path, title: str, overwrite: bool = False) -> None:
+        """The FLAIR with the predicted lesions in three planes (resampled cube) as a PNG."""
+        from planar3d.plots import plot_overlay
+        from planar3d.windows import binarize
+
+        check_writable(path, overwrite)
+        plot_overlay(self.volume, prediction=binarize(self.resampled, self.config.threshold, self.config.threshold_rule),
+                     path=Path(path), title=title)
+
+
+def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int = INFERENCE_BATCH_SIZE,
+                 progress: bool = False) -> Segmentation:
+    """Load, preprocess and segment one raw FLAIR scan; write nothing (``config.crop`` and
+    ``config.precision`` choose the inference path; ``progress`` shows a bar over the windows).
+
+    Raises:
+        InputFileError: a bad input file (see :func:`planar3d.io.load_scan`).
+    """
+    from planar3d.io import load_scan
+    from planar3d.lesions import lesion_table
+    from planar3d.pipeline import segment_volume
+    from planar3d.preprocess import preprocess
+
+    scan = load_scan(flair_path)
+    size = int(model.input_shape[2])
+    volume, _, meta = preprocess(scan, size=size, robust=config.robust_normalisation)
+    config = replace(config, window=int(model.input_shape[1]), size=size)
+    prob, mask, resampled = segment_volume(model, volume, meta, config, batch_size=batch_size, progress=progress)
+    table = lesion_table(mask, scan.affine, probabilities=prob)
+    return Segmentation(scan, volume, prob, mask, resampled, table, config)
 
 
 def predict_scan(model, flair_path: str | Path, output: str | Path, config: Config, probabilities: str | Path | None = None,
@@ -76,11 +149,8 @@ def predict_scan(model, flair_path: str | Path, output: str | Path, config: Conf
         InputFileError: a bad input, the output equals the input, or an output exists
             without ``overwrite``.
     """
-    from planar3d.io import load_scan, save_nifti
-    from planar3d.lesions import label_lesions, lesion_summary, lesion_table
-    from planar3d.pipeline import segment_volume
-    from planar3d.plots import plot_overlay
-    from planar3d.preprocess import preprocess
+    from planar3d.io import save_nifti
+    from planar3d.lesions import label_lesions
 
     flair_path, output = Path(flair_path), Path(output)
     _check_not_input(flair_path, output, probabilities)
@@ -88,17 +158,13 @@ def predict_scan(model, flair_path: str | Path, output: str | Path, config: Conf
     # refuse existing or unwritable outputs before computing anything
     check_destinations(scan_outputs(output, probabilities, lesion_map, report, overlay), overwrite=overwrite)
 
-    scan = load_scan(flair_path)
-    size = int(model.input_shape[2])
-    volume, _, meta = preprocess(scan, size=size, robust=config.robust_normalisation)
-    config = replace(config, window=int(model.input_shape[1]), size=size)
-    prob, mask, resampled = segment_volume(model, volume, meta, config, batch_size=batch_size, progress=progress)
-    table = lesion_table(mask, scan.affine, probabilities=prob)
-    summary = {"scan": str(flair_path), "mask": str(output), **lesion_summary(table)}
+    result = segment_scan(model, flair_path, config, batch_size=batch_size, progress=progress)
+    scan, mask, table = result.scan, result.mask, result.table
+    summary = {"scan": str(flair_path), "mask": str(output), **result.summary()}
 
     save_nifti(mask, scan, output, overwrite=overwrite)
     if probabilities:
-        save_nifti(prob, scan, probabilities, overwrite=overwrite)
+        save_nifti(result.probabilities, scan, probabilities, overwrite=overwrite)
     if lesion_map:
         labels, _ = label_lesions(mask)
         save_nifti(labels.astype(np.int16), scan, lesion_map, overwrite=overwrite)
@@ -107,11 +173,8 @@ def predict_scan(model, flair_path: str | Path, output: str | Path, config: Conf
         write_text_atomic(base.with_name(base.name + "_lesions.json"),
                           json.dumps({**summary, "lesions": table}, indent=2) + "\n", overwrite=overwrite)
     if overlay:
-        from planar3d.windows import binarize
-
-        plot_overlay(volume, prediction=binarize(resampled, config.threshold, config.threshold_rule),
-                     path=base.with_name(base.name + "_qc.png"),
-                     title=f"{flair_path.name}: {summary['n_lesions']} lesions, {summary['total_volume_ml']:.2f} ml")
+        result.qc_picture(base.with_name(base.name + "_qc.png"), overwrite=overwrite,
+                          title=f"{flair_path.name}: {summary['n_lesions']} lesions, {summary['total_volume_ml']:.2f} ml")
     return summary
 
 
@@ -172,7 +235,8 @@ def _inputs_and_outputs(inputs: Sequence[str], output: str) -> list[tuple[Path, 
     return [(p, out_dir / f"{name}_mask.nii.gz") for p, name in zip(paths, names)]
 
 
-def _select_device(choice: str) -> None:
+def select_device(choice: str) -> None:
+    """Hide the GPUs for ``"cpu"``; say so when ``"auto"``/``"gpu"`` finds none."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -206,10 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them in folder mode, refuse for one scan)")
     args = parser.parse_args(argv)
 
-    saved = Path(args.model).parent / "config.json"
-    base = load_config(saved) if saved.is_file() else make_config("paper")
-    overrides = {k: getattr(args, k) for k in ("threshold", "threshold_rule", "blend", "tta", "stride", "crop", "precision")}
-    config = replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
+    config = inference_config(args.model, **{k: getattr(args, k) for k in ("threshold", "threshold_rule", "blend", "tta", "stride",
+                                                                            "crop", "precision")})
     pairs = _inputs_and_outputs(args.input, args.output)
     if args.probabilities and len(pairs) > 1:
         raise Planar3DError("--probabilities takes one input; in folder mode probability maps are not written")
@@ -222,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                            overwrite=args.overwrite)
     else:
         check_destinations(folders=[args.output])
-    _select_device(args.device)
+    select_device(args.device)
     model = load_segmentation_model(args.model)
 
     from tqdm.auto import tqdm

@@ -79,11 +79,11 @@ def no_work(monkeypatch):
 def test_help_of_every_cli_answers_without_tensorflow():
     code = (
         "import contextlib, io, runpy, sys\n"
-        "from planar3d import crossval, evaluate, predict, train\n"
+        "from planar3d import bids, crossval, evaluate, predict, train\n"
         f"prepare = runpy.run_path({str(PREPARE)!r})['main']\n"
         f"phantom = runpy.run_path({str(MAKE_PHANTOM)!r})['main']\n"
         "for name, main in [('train', train.main), ('crossval', crossval.main), ('predict', predict.main),\n"
-        "                   ('evaluate', evaluate.main), ('prepare', prepare), ('phantom', phantom)]:\n"
+        "                   ('evaluate', evaluate.main), ('prepare', prepare), ('phantom', phantom), ('bids', bids.main)]:\n"
         "    out = io.StringIO()\n"
         "    with contextlib.redirect_stdout(out):\n"
         "        try:\n"
@@ -97,7 +97,7 @@ def test_help_of_every_cli_answers_without_tensorflow():
     result = _run("-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["train True", "crossval True", "predict True", "evaluate True",
-                                          "prepare True", "phantom True", "False False"]
+                                          "prepare True", "phantom True", "bids True", "False False"]
     assert result.stderr == ""
 
 
