@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from planar3d.atomic import atomic_path, check_destinations, write_text_atomic
+from planar3d.atomic import atomic_path, check_destinations, check_writable, write_text_atomic
 from planar3d.cli import add_inference_flags, make_parser, run_cli
 from planar3d.config import Config, load_config, make_config
 from planar3d.errors import InputFileError, Planar3DError

@@ -70,7 +70,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the destinations were checked")
 
     monkeypatch.setattr(predict, "load_segmentation_model", refuse)
-    monkeypatch.setattr(predict, "_select_device", refuse)
+    monkeypatch.setattr(predict, "select_device", refuse)
     monkeypatch.setattr(train, "dataset_records", refuse)
     monkeypatch.setattr("planar3d.metrics.msseg_metrics", refuse)
 
