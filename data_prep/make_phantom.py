@@ -2,9 +2,12 @@
 
 Usage:
     python data_prep/make_phantom.py OUT [--n-per-centre 5] [--scale 0.25] [--seed 0] [--mode realistic]
-        [--lesion-load FRACTION] [--overwrite]
+        [--lesion-load FRACTION] [--labels labels.csv] [--overwrite]
     python data_prep/make_phantom.py --default     # the cached built-in phantom (ensure_phantom)
     python data_prep/make_phantom.py OUT --bids    # the same phantom as a BIDS dataset
+
+``--labels`` also writes the phantom's classification target as a ``subject,label`` table:
+1 when a subject's lesion load is above its centre's median (see planar3d.labels).
 
 The output uses the MSSEG-2016 layout (``OUT/<id>/3DFLAIR.nii.gz`` + ``Consensus.nii.gz``)
 and holds ``phantom.json`` with the options and per-subject facts. With ``--bids`` it is a
@@ -23,7 +26,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from planar3d.atomic import check_writable
 from planar3d.errors import Planar3DError
+from planar3d.io import find_msseg2016
+from planar3d.labels import lesion_load_labels, write_labels
 from planar3d.phantom import DEFAULT_SCALE, INFO_NAME, ensure_phantom, make_phantom_dataset
 
 
@@ -44,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "contrast, bias field and SNR); default: simple")
     parser.add_argument("--bids", action="store_true",
                         help="write a BIDS dataset (raw FLAIR + derivatives/consensus masks); default: MSSEG-2016 layout")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder; default: off")
+    parser.add_argument("--labels", type=Path, default=None,
+                        help="also write the classification target (lesion load above the centre's median) "
+                             "as a subject,label CSV here; default: none")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder (and --labels file); default: off")
     return parser
 
 
@@ -77,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                    mode=args.mode)
     start = time.perf_counter()
     try:
+        if args.labels is not None:
+            check_writable(args.labels, args.overwrite)  # before generating anything
         if args.bids:
             root = _make_bids_phantom(args, options)
         elif args.default:
@@ -84,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             make_phantom_dataset(args.out, overwrite=args.overwrite, **options)
             root = args.out
+        if args.labels is not None:
+            source = ensure_phantom(**options) if args.bids else root  # the same subjects, MSSEG-2016 layout
+            labels = lesion_load_labels(find_msseg2016(source, require_masks=True))
+            write_labels(args.labels, labels, overwrite=args.overwrite)
+            print(f"labels: {args.labels} ({sum(labels.values())} of {len(labels)} subjects above their centre's median lesion load)")
     except Planar3DError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

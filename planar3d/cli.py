@@ -83,7 +83,15 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--encoder-weights", help="imagenet | PATH to a VGG16 .h5 | none (default imagenet)")
     group.add_argument("--bottleneck-init", choices=("vgg", "random"),
                        help="conv51/conv52 from VGG16 block5 (default) or random frozen (reference code)")
-    group.add_argument("--mapping", choices=("planar", "acs", "inflate", "none"), help="2D->3D kernel mapping (default planar)")
+    group.add_argument("--mapping", choices=("planar", "acs", "soft_acs", "inflate", "none"),
+                       help="2D->3D kernel mapping (default planar; soft_acs needs a --backbone)")
+    group.add_argument("--backbone", help="'paper' (default: the paper's planar 3D res-u-net) or a Keras "
+                       "Applications name of planar3d.nets.backbones.BACKBONES (vgg16, resnet50, ...) mapped to 3D")
+    group.add_argument("--task", choices=("segmentation", "classification"),
+                       help="segmentation (default: lesion masks) or classification (one label per whole volume "
+                       "resampled to --size; needs a registry --backbone)")
+    group.add_argument("--labels", help="classification labels: CSV/TSV table with the columns subject,label "
+                       "(class indices 0, 1, ...); default: none, the built-in phantom's lesion-load target")
     _bool_flag(group, "--freeze-encoder", "freeze the pretrained encoder and bottleneck (paper: yes)")
     group.add_argument("--seed", type=int, help="seed of the initialisers and the window shuffling (default 0; "
                        "the built-in phantom's is --phantom-seed)")
@@ -173,6 +181,7 @@ def config_from_args(args: argparse.Namespace, **extra) -> Config:
     """Build the effective :class:`Config`: preset, then every flag that was given."""
     names = ("data", "cache_dir", "size", "window", "stride", "channels", "epochs", "batch_size", "lr",
              "lr_decay", "lr_schedule", "patience", "empty_window_weight", "encoder_weights", "bottleneck_init", "mapping",
+             "backbone", "task", "labels",
              "freeze_encoder", "seed", "seeds", "mixed_precision", "deterministic", "strategy", "threshold", "threshold_rule", "blend",
              "tta", "eval_space", "crop", "precision", "split", "phantom_scale", "phantom_n_per_centre", "phantom_seed", "phantom_mode", "phantom_lesion_load", "masks_from", "acq", "run",
              "centre_column", "participant_label", "session_label")

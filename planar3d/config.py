@@ -18,7 +18,8 @@ from planar3d.errors import InputFileError, Planar3DError
 __all__ = ["Config", "PRESETS", "load_config", "make_config"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "mapping": ("planar", "acs", "inflate", "none"),
+    "mapping": ("planar", "acs", "soft_acs", "inflate", "none"),
+    "task": ("segmentation", "classification"),
     "bottleneck_init": ("vgg", "random"),
     "blend": ("middle", "mean", "gaussian"),
     "threshold_rule": ("fixed", "reference"),
@@ -54,7 +55,13 @@ class Config:
         grey, 3: the paper's repeated grey); empty_window_weight (1 keeps all windows as
         the paper, 0 drops windows without lesion voxels).
     Model: encoder_weights (``"imagenet"``, a path, or ``"none"``), freeze_encoder,
-        bottleneck_init, mapping.
+        bottleneck_init, mapping; backbone (``"paper"``: the paper's planar 3D res-u-net of
+        :func:`planar3d.nets.model.build_model`; a :data:`planar3d.nets.backbones.BACKBONES`
+        name: that encoder mapped to 3D under a U-Net decoder or a classification head).
+    Task: task (``"segmentation"``: lesion masks from windows; ``"classification"``: one
+        label per whole volume resampled to ``size``), labels (a ``subject,label`` table;
+        ``None`` with the built-in phantom uses its lesion-load target, see
+        :func:`planar3d.labels.lesion_load_labels`).
     Training: batch_size, epochs, lr (Adam), lr_decay (Keras-2 per-step inverse-time
         decay: lr / (1 + decay * step)), lr_schedule (``constant``: lr, with ``lr_decay``
         if set, as the paper; ``cosine``: lr decayed to 0 over all epochs' steps by a half
@@ -103,6 +110,9 @@ class Config:
     freeze_encoder: bool = True
     bottleneck_init: str = "vgg"
     mapping: str = "planar"
+    backbone: str = "paper"
+    task: str = "segmentation"
+    labels: str | None = None
     batch_size: int = 2
     epochs: int = 100
     lr: float = 5e-5
@@ -161,11 +171,31 @@ class Config:
                 "lr_schedule 'cosine' replaces the inverse-time lr_decay; set lr_decay to 0. "
                 f"Received: lr_schedule={self.lr_schedule!r}, lr_decay={self.lr_decay}"
             )
+        self._validate_backbone()
         if not 0 < self.threshold < 1:
             raise Planar3DError(f"threshold must be in (0, 1). Received: threshold={self.threshold}")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise Planar3DError(f"seeds must be a non-empty list without repeats. Received: seeds={self.seeds}")
         return self
+
+    def _validate_backbone(self) -> None:
+        if self.backbone == "paper":
+            if self.task == "classification":
+                raise Planar3DError(
+                    "task classification needs a registry backbone (e.g. --backbone vgg16); 'paper' is the "
+                    "paper's segmentation network. Received: backbone='paper'"
+                )
+            if self.mapping == "soft_acs":
+                raise Planar3DError(
+                    "mapping soft_acs needs a registry backbone (e.g. --backbone vgg16); the paper's network "
+                    "takes planar, acs, inflate or none. Received: mapping='soft_acs'"
+                )
+            return
+        from planar3d.nets.backbones import BACKBONES  # imported here: it imports Keras
+
+        if self.backbone not in BACKBONES:
+            choices = ["paper", *sorted(BACKBONES)]
+            raise Planar3DError(f"backbone must be one of {choices}. Received: backbone={self.backbone!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -144,6 +144,10 @@ def _run_seeds(config: Config, out: Path, folds: Sequence[int] | None, overwrite
         folds = list(range(n_split_folds(dataset_records(config), "centre")))
         config = dataclasses.replace(config, folds=folds)
     folds = list(config.folds if folds is None else folds)
+    if config.task == "classification":
+        from planar3d.classify import run_classification_crossval
+
+        return run_classification_crossval(config, out, folds, overwrite, resume, parallel_argv)
     if config.seeds is None:
         rows = _run_folds(config, folds, out, overwrite, resume, parallel_argv)
         write_rows(out / "results.csv", rows)
@@ -173,7 +177,8 @@ def _run_folds(config: Config, folds: Sequence[int], out: Path, overwrite: bool,
 
 @run_cli
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser("Cross-validate the planar 3D res-u-net (paper: 5 folds, 3 test scans each).",
+    parser = make_parser("Cross-validate the planar 3D res-u-net (paper: 5 folds, 3 test scans each), another "
+                         "--backbone, or a whole-volume classifier (--task classification).",
                          "planar3d.crossval")
     parser.add_argument("--folds", type=int, nargs="+", help="folds to run (default: the preset's; paper 0 1 2 3 4)")
     add_run_flags(parser)
@@ -189,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         passthrough = _without_option(passthrough, ("--folds", "--out", "--seeds"))
     rows = run_crossval(config, out, folds=args.folds, overwrite=args.overwrite, resume=args.resume, parallel_argv=passthrough)
     print((out / "summary.md").read_text(encoding="utf-8"))
+    if config.task == "classification":
+        print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\n"
+              f"per fold (model, predictions, curves): {out}/{'' if config.seeds is None else 'seed_<s>/'}fold_<k>/")
+        return 0 if rows else 1
     runs = f"{out}/fold_<k>/" if config.seeds is None else f"{out}/seed_<s>/fold_<k>/"
     plots = "" if config.seeds is None else f" and {out / 'boxplot_seeds.png'}"
     print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\nbox plot: {out / 'boxplot.png'}{plots}\n"

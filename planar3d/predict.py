@@ -1,5 +1,8 @@
 """Segment new scans: ``python -m planar3d.predict --model best.keras --input FLAIR.nii.gz --output mask.nii.gz``.
 
+With a classifier model (``--task classification``) it writes class probabilities instead:
+``--input scans/ --output probabilities.csv`` (:func:`planar3d.classify.predict_classes`).
+
 Raw FLAIR in, binary lesion mask out on the input's native grid, with its affine, qform
 and sform. Also: ``--probabilities``, a per-scan lesion report (CSV and JSON), a labelled
 lesion map, a QC overlay PNG, and a folder mode (``--input DIR --output DIR``) that loads the
@@ -22,8 +25,8 @@ from planar3d.config import Config, load_config, make_config
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.pipeline import INFERENCE_BATCH_SIZE  # no TensorFlow: windows is imported when used
 
-__all__ = ["Segmentation", "inference_config", "load_segmentation_model", "main", "predict_scan", "scan_outputs",
-           "segment_scan", "select_device"]
+__all__ = ["Segmentation", "inference_config", "input_scans", "load_segmentation_model", "main", "predict_scan",
+           "scan_name", "scan_outputs", "segment_scan", "select_device"]
 
 _SUFFIXES = (".nii.gz", ".nii")
 
@@ -46,9 +49,11 @@ def load_segmentation_model(path: str | Path):
     except Exception as error:
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise InputFileError(path, f"not a loadable planar3d .keras model ({reason})") from error
-    shape = tuple(model.input_shape)
-    if len(shape) != 5 or tuple(model.output_shape)[-1] != 1 or "block1_conv1" not in [l.name for l in model.layers]:
-        raise InputFileError(path, f"not a planar3d segmentation model (input {shape}, output {model.output_shape})")
+    shape, output = tuple(model.input_shape), tuple(model.output_shape)
+    if len(shape) == 5 and len(output) == 2:
+        raise InputFileError(path, f"a classifier (output {output}), not a segmentation model: give --output a .csv file")
+    if len(shape) != 5 or len(output) != 5 or output[-1] != 1:
+        raise InputFileError(path, f"not a planar3d segmentation model (input {shape}, output {output})")
     return model
 
 
@@ -206,8 +211,13 @@ def _write_table(path: Path, rows: Sequence[dict], overwrite: bool) -> None:
         writer.writerows(rows)
 
 
-def _inputs_and_outputs(inputs: Sequence[str], output: str) -> list[tuple[Path, Path]]:
-    """Pair every input scan with its output mask path."""
+def input_scans(inputs: Sequence[str]) -> list[Path]:
+    """The scans named by ``--input``: files, folders (every ``.nii``/``.nii.gz`` below, masks and
+    probability maps excluded) and CSV/TSV dataset tables.
+
+    Raises:
+        InputFileError: a folder without scans, a bad table.
+    """
     from planar3d.io import find_dataset
 
     paths: list[Path] = []
@@ -223,13 +233,24 @@ def _inputs_and_outputs(inputs: Sequence[str], output: str) -> list[tuple[Path, 
             paths += [record.flair for record in find_dataset(path)]
         else:
             paths.append(path)
+    return paths
+
+
+def scan_name(path: Path) -> str:
+    """A scan's name: its file stem, or its folder's name for MSSEG's ``3DFLAIR.nii.gz``."""
+    return _stem(path) if path.name not in ("3DFLAIR.nii.gz", "FLAIR.nii.gz") else path.parent.name
+
+
+def _inputs_and_outputs(inputs: Sequence[str], output: str) -> list[tuple[Path, Path]]:
+    """Pair every input scan with its output mask path."""
+    paths = input_scans(inputs)
     folder_mode = len(paths) > 1 or Path(inputs[0]).is_dir() or Path(output).is_dir() or not output.endswith(_SUFFIXES)
     if not folder_mode:
         return [(paths[0], Path(output))]
     out_dir = Path(output)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputFileError(out_dir, "several inputs need an output folder, not a file")
-    names = [_stem(p) if p.name not in ("3DFLAIR.nii.gz", "FLAIR.nii.gz") else p.parent.name for p in paths]
+    names = [scan_name(p) for p in paths]
     if len(set(names)) != len(names):
         names = [f"{p.parent.name}_{_stem(p)}" for p in paths]
     return [(p, out_dir / f"{name}_mask.nii.gz") for p, name in zip(paths, names)]
@@ -251,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser("Segment MS lesions in raw FLAIR scans with a trained planar3d model.", "planar3d.predict")
     parser.add_argument("--model", required=True, help="trained model (RUN_DIR/fold_k/best.keras)")
     parser.add_argument("--input", nargs="+", required=True, help="FLAIR .nii/.nii.gz file(s), a folder, or a CSV/TSV list")
-    parser.add_argument("--output", required=True, help="mask .nii.gz for one input; a folder for several")
+    parser.add_argument("--output", required=True, help="mask .nii.gz for one input; a folder for several; "
+                        "with a classifier model a .csv of class probabilities (one row per scan)")
     parser.add_argument("--probabilities", help="also write the probability map here (single input only)")
     parser.add_argument("--lesion-map", action="store_true", help="also write a labelled lesion map (<name>_labels.nii.gz)")
     parser.add_argument("--no-report", action="store_true", help="skip the per-lesion CSV/JSON report")
@@ -272,6 +294,16 @@ def main(argv: list[str] | None = None) -> int:
 
     config = inference_config(args.model, **{k: getattr(args, k) for k in ("threshold", "threshold_rule", "blend", "tta", "stride",
                                                                             "crop", "precision")})
+    if config.task == "classification" or args.output.lower().endswith(".csv"):
+        from planar3d.classify import predict_classes
+
+        select_device(args.device)
+        rows, failures = predict_classes(args.model, args.input, args.output, config, overwrite=args.overwrite)
+        if failures:
+            print(f"error: {len(failures)} of {len(rows) + len(failures)} scans failed: {', '.join(failures)}", file=sys.stderr)
+            return 1
+        print(f"class probabilities: {args.output}")
+        return 0
     pairs = _inputs_and_outputs(args.input, args.output)
     if args.probabilities and len(pairs) > 1:
         raise Planar3DError("--probabilities takes one input; in folder mode probability maps are not written")

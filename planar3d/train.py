@@ -30,7 +30,10 @@ from planar3d.errors import Planar3DError
 from planar3d.io import Record, find_dataset, load_mask, load_scan, save_nifti
 from planar3d.runlock import LOCK_NAME, run_lock
 
-__all__ = ["build_from_config", "dataset_records", "evaluate_fold", "fold_split", "learning_rate", "main", "n_split_folds", "read_metrics", "train_fold", "versions", "write_rows"]
+__all__ = [
+    "build_from_config", "dataset_records", "evaluate_fold", "fold_split", "learning_rate", "main", "make_optimizer",
+    "n_split_folds", "read_metrics", "train_fold", "versions", "write_rows",
+]
 
 DONE_NAME = "done.json"
 #: Two local workers with a TF_CONFIG on loopback ports both stop in their first training step
@@ -99,7 +102,15 @@ def n_split_folds(records: Sequence[Record], split: str = "patient") -> int:
 
 
 def build_from_config(config: Config):
-    """The uncompiled model a config describes."""
+    """The uncompiled segmentation model a config describes: the paper's network
+    (``backbone="paper"``) or a registry backbone under a U-Net decoder."""
+    if config.backbone != "paper":
+        from planar3d.nets.heads import build_segmenter
+
+        return build_segmenter(
+            config.backbone, input_shape=(config.window, config.size, config.size, config.channels),
+            mapping=config.mapping, encoder_weights=config.weights_argument(), freeze_encoder=config.freeze_encoder,
+        )
     from planar3d.nets.model import build_model
 
     return build_model(
@@ -149,15 +160,21 @@ def learning_rate(config: Config, steps_per_epoch: int | None = None):
     return config.lr
 
 
-def _compile(model, config: Config, steps_per_epoch: int | None = None) -> None:
+def make_optimizer(config: Config, steps_per_epoch: int | None = None):
+    """Adam with :func:`learning_rate`, loss-scaled under ``mixed_float16``."""
     import keras
-
-    from planar3d.losses import bce_dice_loss, dice_coef
 
     optimizer = keras.optimizers.Adam(learning_rate(config, steps_per_epoch), beta_1=0.9, beta_2=0.999, epsilon=1e-8)
     if config.mixed_precision and mixed_precision_policy() == "mixed_float16":
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer, loss=bce_dice_loss, metrics=[dice_coef], jit_compile=False)
+    return optimizer
+
+
+def _compile(model, config: Config, steps_per_epoch: int | None = None) -> None:
+    from planar3d.losses import bce_dice_loss, dice_coef
+
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=bce_dice_loss, metrics=[dice_coef],
+                  jit_compile=False)
 
 
 def _n_windows(cases: Sequence[CachedCase], config: Config) -> int:
@@ -382,13 +399,22 @@ def evaluate_fold(fold_dir: Path, cases: Sequence[CachedCase], config: Config, f
 
 @run_cli
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser("Train one fold of the planar 3D res-u-net (Kolarik et al. 2020).", "planar3d.train")
+    parser = make_parser("Train one fold of the planar 3D res-u-net (Kolarik et al. 2020), of a segmenter with "
+                         "another --backbone, or of a whole-volume classifier (--task classification).", "planar3d.train")
     parser.add_argument("--fold", type=int, required=True, help="fold index 0..4 (paper rule, see cv_split)")
     add_run_flags(parser)
     add_config_flags(parser)
     args = parser.parse_args(argv)
     config = config_from_args(args)
     out = Path(args.out or f"runs/{config.preset}")
+    if config.task == "classification":
+        from planar3d.classify import train_classifier_fold
+        from planar3d.grid import seed_config, seed_dir
+
+        for seed in config.seeds or [None]:
+            train_classifier_fold(config if seed is None else seed_config(config, seed), args.fold,
+                                  out if seed is None else seed_dir(out, seed), overwrite=args.overwrite, resume=args.resume)
+        return 0
     if config.seeds is None:
         rows = train_fold(config, args.fold, out, overwrite=args.overwrite, resume=args.resume)
         print(f"fold {args.fold}: mean Dice {np.mean([r['dice'] for r in rows]):.3f} over {len(rows)} test scans; "

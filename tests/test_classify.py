@@ -1,0 +1,254 @@
+"""Whole-volume classification and registry backbones through the CLIs, on a tiny phantom (32³)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from planar3d import classify, crossval, predict, train
+from planar3d.cli import add_config_flags, config_from_args, make_parser
+from planar3d.config import load_config, make_config
+from planar3d.errors import InputFileError, Planar3DError
+from planar3d.io import Record
+from planar3d.labels import lesion_load_labels, read_labels, write_labels
+
+TINY = dict(size=32, epochs=2, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, phantom_n_per_centre=3)
+CLASSIFIER = dict(TINY, task="classification", backbone="vgg16", encoder_weights="none", freeze_encoder=False)
+RECORDS = [Record(pid, pid[:2], Path(f"{pid}.nii.gz")) for pid in ("01A", "01B", "07A", "07B")]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A private PLANAR3D_HOME holding a small phantom (generated once per module)."""
+    root = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PLANAR3D_HOME", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def classified(home, tmp_path_factory):
+    """One classification fold trained for 2 epochs, shared by the tests that read its outputs."""
+    out = tmp_path_factory.mktemp("run")
+    config = make_config("demo", **CLASSIFIER)
+    rows = classify.train_classifier_fold(config, 1, out, verbose=0)
+    return config, out, rows
+
+
+def _table(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ----------------------------------------------------------------------------- labels table
+
+
+def test_labels_table_is_read_in_record_order(tmp_path):
+    table = _table(tmp_path / "labels.csv", "subject,label,note\n07B,1,x\n01A,0,\n07A,0,\n01B,1,\n")
+    assert read_labels(table, RECORDS) == {"01A": 0, "01B": 1, "07A": 0, "07B": 1}
+    tsv = _table(tmp_path / "labels.tsv", "subject\tlabel\n01A\t0\n01B\t1\n07A\t2\n07B\t1\n")
+    assert list(read_labels(tsv, RECORDS).values()) == [0, 1, 2, 1]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("subject,label\n01A,0\n01B,1\n07A,0\n", "labels.csv: missing subject: no label for 1 scan(s) of the dataset: 07B"),
+    ("subject,label\n01A,1\n01B,1\n07A,1\n07B,1\n",
+     "labels.csv: one class only: every subject has label 1; a classifier needs two or more"),
+    ("subject,label\n01A,0\n01B,yes\n07A,0\n07B,1\n",
+     "labels.csv: line 3: unknown label 'yes' for subject 01B (labels are class indices 0, 1, ...)"),
+    ("subject,label\n01A,0\n01B,1\n07A,0\n07B,1\n08C,1\n", "labels.csv: line 6: subject 08C has no scan in the dataset"),
+    ("subject,label\n01A,0\n01B,2\n07A,0\n07B,2\n", "labels.csv: class indices must be 0..1 without gaps. Received: [0, 2]"),
+    ("subject,label\n01A,0\n01A,1\n", "labels.csv: line 3: subject 01A is listed twice"),
+    ("subject,class\n01A,0\n", "labels.csv: labels table needs the columns subject,label. Received: ['subject', 'class']"),
+])
+def test_labels_table_errors(tmp_path, text, message):
+    table = _table(tmp_path / "labels.csv", text)
+    with pytest.raises(InputFileError) as error:
+        read_labels(table, RECORDS)
+    assert str(error.value) == f"{tmp_path}/{message}"
+
+
+def test_write_labels_round_trip_and_refuses_to_overwrite(tmp_path):
+    path = write_labels(tmp_path / "l.csv", {"07A": 1, "01A": 0, "01B": 1, "07B": 0})
+    assert path.read_text().splitlines() == ["subject,label", "01A,0", "01B,1", "07A,1", "07B,0"]
+    assert read_labels(path, RECORDS) == {"01A": 0, "01B": 1, "07A": 1, "07B": 0}
+    with pytest.raises(InputFileError, match="output exists"):
+        write_labels(path, {"01A": 0})
+
+
+def test_phantom_target_is_lesion_load_above_the_centres_median(home):
+    records = train.dataset_records(make_config("demo", **TINY))
+    labels = lesion_load_labels(records)
+    info = json.loads((records[0].flair.parents[1] / "phantom.json").read_text())
+    ratios = {s["patient_id"]: s["lesion_ratio"] for s in info["subjects"]}
+    for centre in ("01", "07", "08"):
+        ids = [r.patient_id for r in records if r.centre == centre]
+        assert len(ids) == 3
+        # three subjects per centre: only the one with the largest load is above the median
+        assert [labels[i] for i in ids] == [int(ratios[i] == max(ratios[j] for j in ids)) for i in ids]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_classification_metrics_match_hand_computed_values():
+    probabilities = np.array([[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.1, 0.9]])
+    metrics = classify.classification_metrics([0, 0, 1, 1], probabilities)
+    # predicted 0, 1, 0, 1; AUC: 3 of the 4 (negative, positive) pairs are ordered right
+    assert metrics == {"n": 4, "accuracy": 0.5, "balanced_accuracy": 0.5, "roc_auc": 0.75,
+                       "confusion_matrix": [[1, 1], [1, 1]]}
+    imbalanced = classify.classification_metrics([0, 0, 0, 1], probabilities)
+    assert imbalanced["accuracy"] == 0.75 and imbalanced["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+    one_class = classify.classification_metrics([1, 1], probabilities[:2])
+    assert math.isnan(one_class["roc_auc"]) and one_class["accuracy"] == 0.5
+    three = classify.classification_metrics([0, 1, 2], np.eye(3))
+    assert (three["accuracy"], three["roc_auc"], three["confusion_matrix"]) == (1.0, 1.0, np.eye(3, dtype=int).tolist())
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def _config(argv: list[str]):
+    parser = make_parser("test", "test")
+    add_config_flags(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def test_backbone_task_and_labels_flags_reach_the_config():
+    default = _config([])
+    assert (default.backbone, default.task, default.labels) == ("paper", "segmentation", None)
+    config = _config(["--backbone", "resnet50", "--mapping", "soft_acs", "--task", "classification",
+                      "--labels", "labels.csv"])
+    assert (config.backbone, config.mapping, config.task, config.labels) == ("resnet50", "soft_acs", "classification",
+                                                                           "labels.csv")
+    assert _config(["--backbone", "mobilenetv2", "--mapping", "acs"]).training_identity()["backbone"] == "mobilenetv2"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "classification"], "task classification needs a registry backbone (e.g. --backbone vgg16)"),
+    (["--mapping", "soft_acs"], "mapping soft_acs needs a registry backbone"),
+    (["--backbone", "alexnet"], "backbone must be one of ['paper', "),
+])
+def test_bad_backbone_combinations_are_one_line_errors(argv, message, capsys, tmp_path):
+    assert train.main(["--fold", "0", "--out", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_labels_table_stops_the_cli_before_anything_is_written(home, tmp_path, capsys):
+    records = train.dataset_records(make_config("demo", **TINY))
+    lines = [f"{r.patient_id},{i % 2}" for i, r in enumerate(records)] + ["09999XXXX,1"]
+    table = _table(tmp_path / "labels.csv", "subject,label\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    argv = ["--fold", "0", "--preset", "demo", "--size", "32", "--phantom-n-per-centre", "3", "--task",
+            "classification", "--backbone", "vgg16", "--encoder-weights", "none", "--labels", str(table), "--out", str(out)]
+    assert train.main(argv) == 2
+    assert capsys.readouterr().err == f"error: {table}: line 11: subject 09999XXXX has no scan in the dataset\n"
+    assert not out.exists()
+    assert crossval.main(argv[2:]) == 2
+    assert "09999XXXX has no scan in the dataset" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.mark.slow
+def test_classification_fold_writes_every_output(classified):
+    config, out, rows = classified
+    fold = out / "fold_1"
+    for name in ("best.keras", "log.csv", "curves.png", "config.json", "versions.json", "split.json", "labels.csv",
+                 "predictions.csv", "metrics.csv", "done.json"):
+        assert (fold / name).is_file(), name
+    assert not (fold / "backup").exists()
+    assert load_config(fold / "config.json") == config
+    split = json.loads((fold / "split.json").read_text())
+    assert [r["patient"] for r in rows] == split["test"] and len(split["train"]) == 5
+    with (fold / "log.csv").open() as handle:
+        log = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in log] == [0, 1] and {"accuracy", "val_accuracy", "val_loss"} <= set(log[0])
+    labels = {r.patient_id: v for r, v in zip(train.dataset_records(config),
+                                              lesion_load_labels(train.dataset_records(config)).values())}
+    for row in rows:
+        assert row["label"] == labels[row["patient"]]
+        assert row["prob_0"] + row["prob_1"] == pytest.approx(1.0, abs=1e-6)
+        assert row["predicted"] == int(row["prob_1"] > row["prob_0"])
+    with (fold / "metrics.csv").open() as handle:
+        (written,) = list(csv.DictReader(handle))
+    expected = classify.classification_metrics([r["label"] for r in rows], [[r["prob_0"], r["prob_1"]] for r in rows])
+    assert float(written["accuracy"]) == expected["accuracy"]
+    assert json.loads(written["confusion_matrix"]) == expected["confusion_matrix"]
+    model = keras.models.load_model(fold / "best.keras", safe_mode=True, compile=False)
+    assert model.input_shape == (None, 32, 32, 32, 1) and model.output_shape == (None, 1)
+
+
+@pytest.mark.slow
+def test_classification_crossval_table_and_predict_csv(classified, tmp_path, capsys):
+    config, out, rows = classified
+    pooled = crossval.run_crossval(config, out, folds=[1])  # the finished fold is reused
+    assert [r["patient"] for r in pooled] == [r["patient"] for r in rows]
+    summary = (out / "summary.md").read_text()
+    assert "| fold | n | accuracy | balanced accuracy | ROC AUC |" in summary and "| all test scans pooled | 3 |" in summary
+    metrics = classify.classification_metrics([r["label"] for r in rows], [[r["prob_0"], r["prob_1"]] for r in rows])
+    assert f"| 1 | 3 | {metrics['accuracy']:.3f} | {metrics['balanced_accuracy']:.3f} |" in summary
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    records = {r.patient_id: r for r in train.dataset_records(config)}
+    for row in rows[:2]:
+        (folder / f"{row['patient']}.nii.gz").write_bytes(records[row["patient"]].flair.read_bytes())
+    (folder / "broken.nii.gz").write_bytes(b"not a nifti")
+    output = tmp_path / "probabilities.csv"
+    model = str(out / "fold_1" / "best.keras")
+    assert predict.main(["--model", model, "--input", str(folder), "--output", str(output)]) == 1
+    assert "broken.nii.gz" in capsys.readouterr().err
+    with output.open() as handle:
+        written = list(csv.DictReader(handle))
+    assert [w["subject"] for w in written] == [r["patient"] for r in rows[:2]]
+    for line, row in zip(written, rows):  # same preprocessing and model as the fold's test
+        assert float(line["prob_1"]) == pytest.approx(row["prob_1"], abs=1e-5)
+        assert int(line["predicted"]) == row["predicted"]
+    capsys.readouterr()
+    assert predict.main(["--model", model, "--input", str(folder), "--output", str(output)]) == 2
+    assert f"{output}: output exists; pass --overwrite" in capsys.readouterr().err
+    assert predict.main(["--model", model, "--input", str(folder), "--output", str(tmp_path / "m.nii.gz")]) == 2
+    assert "a classifier writes a table: give --output a .csv file" in capsys.readouterr().err
+
+
+class _Crash(keras.callbacks.Callback):
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt("simulated kill")
+
+
+@pytest.mark.slow
+def test_killed_classification_resumes_and_ends_like_an_uninterrupted_run(classified, tmp_path):
+    config, out, rows = classified
+    with pytest.raises(KeyboardInterrupt):
+        classify.train_classifier_fold(config, 1, tmp_path / "killed", extra_callbacks=[_Crash(1)], verbose=0)
+    assert (tmp_path / "killed" / "fold_1" / "backup" / "current").is_dir()
+    resumed = classify.train_classifier_fold(config, 1, tmp_path / "killed", verbose=0)
+    np.testing.assert_allclose([r["prob_1"] for r in resumed], [r["prob_1"] for r in rows], atol=1e-6)
+    with pytest.raises(Planar3DError, match=r"differs in \['mapping'\]"):
+        classify.train_classifier_fold(make_config("demo", **{**CLASSIFIER, "mapping": "acs"}), 1, tmp_path / "killed")
+
+
+@pytest.mark.slow
+def test_segmenter_with_a_registry_backbone_trains_through_the_windows(home, tmp_path):
+    config = make_config("demo", **{**TINY, "epochs": 1, "backbone": "mobilenetv2", "mapping": "acs",
+                                    "encoder_weights": "none", "freeze_encoder": False})
+    rows = train.train_fold(config, 0, tmp_path, verbose=0)
+    assert len(rows) == 3 and all(0.0 <= r["dice"] <= 1.0 for r in rows)
+    model = predict.load_segmentation_model(tmp_path / "fold_0" / "best.keras")
+    assert model.input_shape == (None, 16, 32, 32, 1) and model.output_shape == (None, 16, 32, 32, 1)
+    assert load_config(tmp_path / "fold_0" / "config.json").backbone == "mobilenetv2"
