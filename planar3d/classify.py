@@ -441,7 +441,7 @@ def seeds_classification_summary(rows: Sequence[dict], config: Config) -> str:
         "|---|---|---|---|---|---|",
     ]
     for seed, metrics in per_seed.items():
-        lines.append(f"| {seed} | {metrics['n']} | " + " | ".join(__cell(metrics[k]) for k in METRIC_KEYS)
+        lines.append(f"| {seed} | {metrics['n']} | " + " | ".join(_cell(metrics[k]) for k in METRIC_KEYS)
                      + f" | {metrics['confusion_matrix']} |")
     lines.append("| mean ± sd over seeds | | " + " | ".join(_mean_sd([m[k] for m in per_seed.values()]) for k in METRIC_KEYS)
                  + " | |")
