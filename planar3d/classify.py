@@ -32,9 +32,11 @@ from planar3d.io import Record, find_dataset
 __all__ = [
     "build_classifier_from_config",
     "classification_metrics",
+    "classification_records",
     "classification_summary",
     "dataset_labels",
     "load_classifier",
+    "prediction_metrics",
     "predict_classes",
     "read_predictions",
     "run_classification_crossval",
@@ -51,7 +53,8 @@ METRIC_KEYS = ("accuracy", "balanced_accuracy", "roc_auc")
 # ----------------------------------------------------------------------------- data and labels
 
 
-def _records(config: Config) -> list[Record]:
+def classification_records(config: Config) -> list[Record]:
+    """The dataset's scans: ``config.data`` (masks not needed) or the built-in phantom."""
     from planar3d.train import dataset_records
 
     if config.data is None:
@@ -146,7 +149,7 @@ def _epoch_seeds_callback():
     return EpochSeeds()
 
 
-def _compile(model, config: Config, n_classes: int) -> None:
+def _compile(model, config: Config, n_classes: int, steps_per_epoch: int) -> None:
     import keras
 
     from planar3d.train import make_optimizer
@@ -155,12 +158,12 @@ def _compile(model, config: Config, n_classes: int) -> None:
         loss, accuracy = "binary_crossentropy", keras.metrics.BinaryAccuracy(name="accuracy")
     else:
         loss, accuracy = "sparse_categorical_crossentropy", keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    model.compile(optimizer=make_optimizer(config), loss=loss, metrics=[accuracy], jit_compile=False)
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss, metrics=[accuracy], jit_compile=False)
 
 
 def _probabilities(model, samples: np.ndarray) -> np.ndarray:
     """`(n, n_classes)` class probabilities (a one-unit sigmoid gives ``[1 - p, p]``)."""
-    output = np.asarray(model.predict(samples, batch_size=1, verbose=0), dtype=np.float64)
+    output = np.concatenate([np.asarray(model(sample[None], training=False), dtype=np.float64) for sample in samples])
     return np.concatenate([1.0 - output, output], axis=1) if output.shape[1] == 1 else output
 
 
@@ -242,7 +245,8 @@ def read_predictions(path: Path) -> list[dict]:
                  for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
-def _metrics_of(rows: Sequence[dict]) -> dict:
+def prediction_metrics(rows: Sequence[dict]) -> dict:
+    """:func:`classification_metrics` of prediction rows (``label``, ``prob_<k>``)."""
     n_classes = sum(key.startswith("prob_") for key in rows[0])
     probabilities = np.array([[row[f"prob_{k}"] for k in range(n_classes)] for row in rows])
     return classification_metrics([row["label"] for row in rows], probabilities)
@@ -262,7 +266,7 @@ def train_classifier_fold(
 ) -> list[dict]:
     """Train fold ``fold`` of a whole-volume classifier and evaluate its test scans.
 
-    Same folds (:func:`planar3d.data.cv_split`), run-folder rules and resume as
+    Same folds (:func:`planar3d.train.fold_split`: ``config.split``), run-folder rules and resume as
     :func:`planar3d.train.train_fold`.
 
     Args:
@@ -284,18 +288,19 @@ def train_classifier_fold(
     import tensorflow as tf
 
     from planar3d.callbacks import AtomicBackupAndRestore, BestModelCheckpoint, LearningCurves, ResumableEarlyStopping
-    from planar3d.data import cv_split, default_cache_dir, load_cases
+    from planar3d.data import default_cache_dir, load_cases
     from planar3d.labels import write_labels
-    from planar3d.train import (DONE_NAME, _check_run_dir, _read_log, _strategy, _truncate_log, mixed_precision_policy,
-                                versions, write_rows)
+    from planar3d.train import (DONE_NAME, _check_run_dir, _read_log, _strategy, _truncate_log, fold_split,
+                                mixed_precision_policy, versions, write_rows)
 
     config.validate()
     if config.task != "classification":
         raise Planar3DError(f"train_classifier_fold needs task='classification'. Received: task={config.task!r}")
-    records = _records(config)
+    records = classification_records(config)
     labels = dataset_labels(config, records)
     n_classes = max(labels.values()) + 1
-    train_ids, val_ids, test_ids = cv_split([r.patient_id for r in records], fold)
+    train_ids, val_ids, test_ids = fold_split(records, fold, config.split)
+    steps = math.ceil(len(train_ids) / config.batch_size)
     fold_dir = Path(out_dir) / f"fold_{fold}"
     if _check_run_dir(fold_dir, config, overwrite, resume):
         print(f"fold {fold}: already finished in {fold_dir}, reusing its results")
@@ -313,7 +318,7 @@ def train_classifier_fold(
         keras.mixed_precision.set_global_policy(mixed_precision_policy())
     with _strategy(config.strategy).scope():
         model = build_classifier_from_config(config, n_classes)
-        _compile(model, config, n_classes)
+        _compile(model, config, n_classes, steps)
 
     # Nothing is written before the data, the labels and the weights have loaded.
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -340,8 +345,8 @@ def train_classifier_fold(
         *extra_callbacks,
         backup,  # last: an epoch counts as finished once everything above has run
     ]
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=math.ceil(len(train_ids) / config.batch_size),
-              shuffle=False, callbacks=callbacks, verbose=verbose)
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
+              callbacks=callbacks, verbose=verbose)
 
     # evaluate the best epoch on the test scans
     best = load_classifier(fold_dir / "best.keras")
@@ -349,7 +354,7 @@ def train_classifier_fold(
     probabilities = _probabilities(best, np.stack([_sample(c.volume, config.channels) for c in test_cases]))
     rows = _prediction_rows(fold, test_cases, [labels[i] for i in test_ids], probabilities)
     write_rows(fold_dir / PREDICTIONS_NAME, rows)
-    metrics = _metrics_of(rows)
+    metrics = prediction_metrics(rows)
     write_rows(fold_dir / METRICS_NAME, [{"fold": fold, **{k: v for k, v in metrics.items() if k != "confusion_matrix"},
                                           "confusion_matrix": json.dumps(metrics["confusion_matrix"])}])
     write_text_atomic(fold_dir / DONE_NAME, json.dumps({"fold": fold, "epochs": len(_read_log(log_path))}) + "\n")
@@ -364,8 +369,8 @@ def train_classifier_fold(
 def classification_summary(rows: Sequence[dict], config: Config) -> str:
     """Markdown: the metrics per fold, their mean ± sd over folds, and over all test scans pooled."""
     folds = sorted({row["fold"] for row in rows})
-    per_fold = {fold: _metrics_of([r for r in rows if r["fold"] == fold]) for fold in folds}
-    pooled = _metrics_of(rows)
+    per_fold = {fold: prediction_metrics([r for r in rows if r["fold"] == fold]) for fold in folds}
+    pooled = prediction_metrics(rows)
     data_name = "built-in phantom (NOT MSSEG-2016), target: lesion load above the centre's median" \
         if config.data is None and config.labels is None else f"{config.data or 'built-in phantom'}, labels {config.labels}"
 
@@ -429,7 +434,7 @@ def run_classification_crossval(config: Config, out: str | Path, folds: Sequence
 def seeds_classification_summary(rows: Sequence[dict], config: Config) -> str:
     """Markdown: each seed's metrics over all its test scans pooled, and their mean ± sd over seeds."""
     seeds = sorted({row["seed"] for row in rows})
-    per_seed = {seed: _metrics_of([r for r in rows if r["seed"] == seed]) for seed in seeds}
+    per_seed = {seed: prediction_metrics([r for r in rows if r["seed"] == seed]) for seed in seeds}
     lines = [
         f"# Classification cross-validation over {len(seeds)} seeds ({config.preset} preset)",
         "",

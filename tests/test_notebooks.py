@@ -27,6 +27,10 @@ TINY: dict[str, dict] = {
         "PRESET": "demo", "SIZE": 32, "EPOCHS": 1, "FOLD": 2, "DATA": None,
         "PHANTOM_N_PER_CENTRE": 3, "PHANTOM_SCALE": None, "OUT_DIR": "<tmp>", "N_SLICES": 3,
     },
+    "04_backbones_and_classification.ipynb": {
+        "BACKBONE": "vgg16", "MAPPING": "planar", "WEIGHTS": "none", "SIZE": 32, "EPOCHS": 1, "FOLD": 1,
+        "PHANTOM_N_PER_CENTRE": 3, "OUT_DIR": "<tmp>",
+    },
 }
 #: notebook -> (least number of PNG figures, texts its outputs must contain).
 EXPECTED: dict[str, tuple[int, tuple[str, ...]]] = {
@@ -38,6 +42,9 @@ EXPECTED: dict[str, tuple[int, tuple[str, ...]]] = {
             "predict_volume(identity, mode='middle', tta=True) == volume: exact"),
     ),
     "03_train_evaluate.ipynb": (5, ("mean ± std", "overall")),
+    "04_backbones_and_classification.ipynb": (
+        3, ("planar 3D VGG16 == 2D VGG16 slice by slice: exact", "predict's CSV == the fold's test probabilities"),
+    ),
 }
 NEEDS_WEIGHTS = {"01_planar_weight_mapping.ipynb", "03_train_evaluate.ipynb"}
 
