@@ -59,7 +59,7 @@ def classification_records(config: Config) -> list[Record]:
 
     if config.data is None:
         return dataset_records(config)
-    return find_dataset(config.data)  # classification does not need masks
+    return find_dataset(config.data, bids=config.bids_options())  # classification does not need masks
 
 
 def dataset_labels(config: Config, records: Sequence[Record]) -> dict[str, int]:
