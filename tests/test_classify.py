@@ -19,7 +19,8 @@ from planar3d.io import Record
 from planar3d.labels import lesion_load_labels, read_labels, write_labels
 
 TINY = dict(size=32, epochs=2, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, phantom_n_per_centre=3)
-CLASSIFIER = dict(TINY, task="classification", backbone="vgg16", encoder_weights="none", freeze_encoder=False)
+# MobileNetV2: the cheapest registry backbone (BatchNormalization, depthwise convolutions); the head has dropout
+CLASSIFIER = dict(TINY, task="classification", backbone="mobilenetv2", encoder_weights="none", freeze_encoder=False)
 RECORDS = [Record(pid, pid[:2], Path(f"{pid}.nii.gz")) for pid in ("01A", "01B", "07A", "07B")]
 
 
@@ -245,10 +246,31 @@ def test_killed_classification_resumes_and_ends_like_an_uninterrupted_run(classi
 
 @pytest.mark.slow
 def test_segmenter_with_a_registry_backbone_trains_through_the_windows(home, tmp_path):
-    config = make_config("demo", **{**TINY, "epochs": 1, "backbone": "mobilenetv2", "mapping": "acs",
-                                    "encoder_weights": "none", "freeze_encoder": False})
+    # windows of 32 slices: the backbone downsamples slices 32-fold as it does rows (depth_downsampling)
+    config = make_config("demo", **{**TINY, "epochs": 1, "window": 32, "stride": 16, "backbone": "mobilenetv2",
+                                    "mapping": "acs", "encoder_weights": "none", "freeze_encoder": False})
     rows = train.train_fold(config, 0, tmp_path, verbose=0)
     assert len(rows) == 3 and all(0.0 <= r["dice"] <= 1.0 for r in rows)
     model = predict.load_segmentation_model(tmp_path / "fold_0" / "best.keras")
-    assert model.input_shape == (None, 16, 32, 32, 1) and model.output_shape == (None, 16, 32, 32, 1)
+    assert model.input_shape == (None, 32, 32, 32, 1) and model.output_shape == (None, 32, 32, 32, 1)
     assert load_config(tmp_path / "fold_0" / "config.json").backbone == "mobilenetv2"
+
+
+def _rows(seed: int, fold: int, labels, p1) -> list[dict]:
+    return [{"seed": seed, "fold": fold, "patient": f"{fold}{i}", "centre": "01", "label": y, "predicted": int(p > 0.5),
+             "prob_0": 1 - p, "prob_1": p} for i, (y, p) in enumerate(zip(labels, p1))]
+
+
+def test_summaries_over_folds_and_over_seeds():
+    config = make_config("demo", **CLASSIFIER)
+    rows = _rows(0, 0, [0, 1], [0.2, 0.9]) + _rows(0, 1, [0, 1], [0.7, 0.6])
+    summary = classify.classification_summary(rows, config)
+    assert "| 0 | 2 | 1.000 | 1.000 | 1.000 | [[1, 0], [0, 1]] |" in summary
+    assert "| 1 | 2 | 0.500 | 0.500 | 0.000 | [[0, 1], [0, 1]] |" in summary
+    assert "| mean ± sd over folds | | 0.750 ± 0.354 (n=2) | 0.750 ± 0.354 (n=2) | 0.500 ± 0.707 (n=2) | |" in summary
+    # pooled: p = 0.2, 0.9, 0.7, 0.6 for labels 0, 1, 0, 1 -> 3 of 4 right, AUC 3/4
+    assert "| all test scans pooled | 4 | 0.750 | 0.750 | 0.750 | [[1, 1], [0, 2]] |" in summary
+    more = rows + [{**row, "seed": 1, "prob_1": 1 - row["prob_1"], "prob_0": row["prob_1"]} for row in rows]
+    over_seeds = classify.seeds_classification_summary(more, config)
+    assert "| 0 | 4 | 0.750 | 0.750 | 0.750 |" in over_seeds and "| 1 | 4 | 0.250 | 0.250 | 0.250 |" in over_seeds
+    assert "| mean ± sd over seeds | | 0.500 ± 0.354 (n=2) | 0.500 ± 0.354 (n=2) | 0.500 ± 0.354 (n=2) | |" in over_seeds
