@@ -196,6 +196,11 @@ class Config:
         if self.backbone not in BACKBONES:
             choices = ["paper", *sorted(BACKBONES)]
             raise Planar3DError(f"backbone must be one of {choices}. Received: backbone={self.backbone!r}")
+        if self.task == "segmentation" and (self.window % 32 or self.size % 32):
+            raise Planar3DError(
+                "a registry backbone's U-Net downsamples slices, rows and cols 32-fold: window and size must be "
+                f"multiples of 32 (e.g. --window 32 --stride 16). Received: window={self.window}, size={self.size}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -124,17 +124,20 @@ def _config(argv: list[str]):
 def test_backbone_task_and_labels_flags_reach_the_config():
     default = _config([])
     assert (default.backbone, default.task, default.labels) == ("paper", "segmentation", None)
-    config = _config(["--backbone", "resnet50", "--mapping", "soft_acs", "--task", "classification",
+    config = _config(["--backbone", "resnet50", "--mapping", "soft_acs", "--task", "classification", "--window", "16",
                       "--labels", "labels.csv"])
     assert (config.backbone, config.mapping, config.task, config.labels) == ("resnet50", "soft_acs", "classification",
                                                                            "labels.csv")
-    assert _config(["--backbone", "mobilenetv2", "--mapping", "acs"]).training_identity()["backbone"] == "mobilenetv2"
+    segmenter = _config(["--backbone", "mobilenetv2", "--mapping", "acs", "--window", "32", "--stride", "16"])
+    assert segmenter.training_identity()["backbone"] == "mobilenetv2" and segmenter.window == 32
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--task", "classification"], "task classification needs a registry backbone (e.g. --backbone vgg16)"),
     (["--mapping", "soft_acs"], "mapping soft_acs needs a registry backbone"),
     (["--backbone", "alexnet"], "backbone must be one of ['paper', "),
+    (["--backbone", "resnet50", "--window", "16"], "a registry backbone's U-Net downsamples slices, rows and cols "
+     "32-fold: window and size must be multiples of 32 (e.g. --window 32 --stride 16). Received: window=16, size=256"),
 ])
 def test_bad_backbone_combinations_are_one_line_errors(argv, message, capsys, tmp_path):
     assert train.main(["--fold", "0", "--out", str(tmp_path / "run"), *argv]) == 2
