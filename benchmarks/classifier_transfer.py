@@ -14,7 +14,7 @@ Every run is a :func:`planar3d.classify.run_classification_crossval` in
 be stopped and restarted; it rewrites ``--doc`` after every finished (variant, seed).
 
     python benchmarks/classifier_transfer.py [--backbone vgg16] [--mappings planar,acs] [--seeds 0,1,2,3,4]
-        [--size 32] [--epochs 6] [--out runs/classifier_transfer] [--doc docs/classifier_transfer.md]
+        [--size 32] [--epochs 4] [--out runs/classifier_transfer] [--doc docs/classifier_transfer.md]
 
 The issue asks for ResNet50; offline, only VGG16's ImageNet weights exist here, so the default
 is ``vgg16``; a connected machine runs ``--backbone resnet50`` (Keras downloads the weights).
@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mappings", default="planar,acs", help="mappings of the ImageNet variants (default planar,acs)")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="seeds (default 0,1,2,3,4)")
     parser.add_argument("--size", type=int, default=32, help="volume edge (default 32)")
-    parser.add_argument("--epochs", type=int, default=6, help="epochs per fold (default 6)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per fold (default 4)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--batch-size", type=int, default=2, help="volumes per batch (default 2)")
     parser.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=True,
                         help="freeze the encoder (default: frozen, only the head trains; --no-freeze fine-tunes)")
