@@ -106,6 +106,10 @@ def _write_doc(args, argv, runs: dict, seconds: dict, folds_of: dict, n_subjects
         time_cell = f"{sum(seconds[variant].values()) / len(seconds[variant]):.0f}" if seconds[variant] else "reused"
         lines.append(f"| `{variant}` | {len(by_seed)} | " + " | ".join(cells)
                      + f" | {pooled['n']} | {auc} | {pooled['balanced_accuracy']:.3f} | {time_cell} |")
+    if args.backbone != "resnet50":
+        lines += ["", f"The issue asks for ResNet50 (the seed's Table 2). This machine is offline and holds only the VGG16 "
+                  f"\"notop\" ImageNet weights (`../shared/weights`), so `{args.backbone}` ran here; a connected machine "
+                  "runs `--backbone resnet50` (Keras downloads its weights once)."]
     lines += ["", "Per seed (folds; accuracy, p(true class)):", ""]
     for variant, by_seed in runs.items():
         items = [f"seed {s} (folds {folds_of[s]}): {_run_metrics(r)['accuracy']:.2f}, {_run_metrics(r)['p_true']:.2f}"
