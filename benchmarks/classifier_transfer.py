@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = _variants([m for m in args.mappings.split(",") if m])
     common = dict(task="classification", backbone=args.backbone, size=args.size, epochs=args.epochs,
-                  patience=args.epochs, lr=args.lr, lr_decay=0.0, batch_size=args.batch_size,
+                  patience=args.epochs, lr=args.lr, lr_decay=0.0, lr_schedule="constant", batch_size=args.batch_size,
                   freeze_encoder=args.freeze, data=args.data, labels=args.labels)
     records = classification_records(make_config("demo", **common))
     count = n_folds([r.patient_id for r in records])
