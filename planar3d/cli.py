@@ -25,8 +25,8 @@ from typing import Callable
 from planar3d.config import Config, PRESETS, make_config
 from planar3d.errors import Planar3DError
 
-__all__ = ["add_bids_flags", "add_config_flags", "add_inference_flags", "add_run_flags", "add_segment_flags",
-           "config_from_args", "make_parser", "os_error_line", "run_cli"]
+__all__ = ["add_bids_flags", "add_config_flags", "add_inference_flags", "add_launcher_flags", "add_run_flags",
+           "add_segment_flags", "config_from_args", "make_parser", "os_error_line", "run_cli"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,6 +175,26 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="discard existing results in the run folder")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
                         help="resume an interrupted run from its backup (default: automatically when one exists)")
+
+
+def add_launcher_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the grid's trainings run: ``--launcher`` and the SLURM options (:mod:`planar3d.launch`)."""
+    group = parser.add_argument_group("launcher (one job per seed, fold and variant; local and slurm need "
+                                      "pip install -e \".[cluster]\")")
+    group.add_argument("--launcher", choices=("none", "local", "slurm"), default="none",
+                       help="none: train here, in this process (default); local: one process per job on this "
+                       "machine (submitit); slurm: one SLURM job array (crossval --gather RUN_DIR builds the outputs once "
+                       "the jobs have run)")
+    group.add_argument("--slurm-partition", help="SLURM partition (default: the cluster's)")
+    group.add_argument("--slurm-time", help="time limit per job, minutes or [D-]HH:MM:SS (default 360; a job "
+                       "reaching it is requeued and resumes from its last epoch; also the local jobs' limit)")
+    group.add_argument("--slurm-gpus-per-job", type=int, help="GPUs per job (default 1)")
+    group.add_argument("--slurm-mem", type=float, help="memory per job in GB (default: the cluster's)")
+    group.add_argument("--slurm-array-parallelism", type=int,
+                       help="jobs running at once (default: all on SLURM, 1 with --launcher local)")
+    group.add_argument("--slurm-config", metavar="FILE", help="YAML/JSON file of SLURM options: partition, time, "
+                       "gpus_per_job, mem, array_parallelism and submitit's (account, qos, cpus_per_task, setup, "
+                       "...); the flags above override it (default: none)")
 
 
 def config_from_args(args: argparse.Namespace, **extra) -> Config:

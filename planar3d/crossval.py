@@ -5,7 +5,9 @@ with ``--parallel``; finished folds are reused, so an interrupted cross-validati
 on where it stopped. Writes ``results.csv`` (one row per test scan), ``summary.md`` (the
 paper's Table 2 layout with the paper's figures beside ours) and ``boxplot.png``.
 ``--seeds 0 1 2 3 4`` repeats the whole cross-validation per seed in ``seed_<s>/`` folders
-and summarises over seeds (:mod:`planar3d.grid`).
+and summarises over seeds (:mod:`planar3d.grid`). ``--launcher local|slurm`` sends one job
+per (seed, fold) to submitit instead (:mod:`planar3d.launch`); ``--gather RUN_DIR`` builds
+the outputs from the runs finished so far.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from planar3d.atomic import check_destinations, write_text_atomic
-from planar3d.cli import add_config_flags, add_run_flags, config_from_args, make_parser, run_cli
+from planar3d.atomic import check_destinations
+from planar3d.cli import add_config_flags, add_launcher_flags, add_run_flags, config_from_args, make_parser, run_cli
 from planar3d.config import Config
 from planar3d.errors import Planar3DError
 from planar3d.plots import paper_table2
@@ -109,19 +111,31 @@ def _run_parallel(folds: Sequence[int], out: Path, argv: Sequence[str], poll_sec
 
 
 def run_crossval(config: Config, out: str | Path, folds: Sequence[int] | None = None, overwrite: bool = False,
-                 resume: bool | None = None, parallel_argv: Sequence[str] | None = None) -> list[dict]:
-    """Train and evaluate every fold, then write results.csv, summary.md and boxplot.png.
+                 resume: bool | None = None, parallel_argv: Sequence[str] | None = None, launcher: str = "none",
+                 launch_options=None) -> list[dict]:
+    """Train and evaluate every fold (of every seed), then write results.csv, summary.md, box plots.
 
-    With ``config.seeds`` set, every seed's cross-validation runs in ``out/seed_<s>/`` and the
-    outputs summarise over seeds (see :mod:`planar3d.grid`); the rows then carry ``seed``.
-    ``folds`` defaults to ``config.folds``; with ``config.split == "centre"`` it defaults to
-    one fold per centre of the data (the preset's folds are the paper's patient folds).
+    Args:
+        config: the run's settings; with ``config.seeds`` every seed's cross-validation runs in
+            ``out/seed_<s>/`` and the outputs summarise over seeds (see :mod:`planar3d.grid`).
+        out: the run folder.
+        folds: the folds (default ``config.folds``; with ``config.split == "centre"`` one fold
+            per centre of the data, the preset's folds being the paper's patient folds).
+        overwrite, resume: as :func:`planar3d.train.train_fold`.
+        parallel_argv: with ``launcher="none"``, train one fold per GPU in subprocesses given
+            these command-line arguments.
+        launcher: ``"none"`` (here), ``"local"`` or ``"slurm"`` (:mod:`planar3d.launch`).
+        launch_options: a :class:`planar3d.launch.LaunchOptions`.
+
+    Returns:
+        The test rows of the finished runs (``[]`` after a SLURM submission: gather later).
+
     The run folder and the cache are checked before any work, and the run folder is locked
     for the duration (the folds lock their own folders, so ``--parallel``'s fold processes
-    do not collide with it).
+    and the launcher's jobs do not collide with it).
 
     Raises:
-        Planar3DError: as :func:`planar3d.train.train_fold`; the run folder is in use.
+        Planar3DError: bad input, a run folder from another configuration or in use, a failed fold.
     """
     from planar3d.data import default_cache_dir
     from planar3d.runlock import run_lock
@@ -129,14 +143,14 @@ def run_crossval(config: Config, out: str | Path, folds: Sequence[int] | None = 
     out = Path(out)
     check_destinations(folders=[out, config.cache_dir or default_cache_dir()])
     with run_lock(out):
-        return _run_seeds(config, out, folds, overwrite, resume, parallel_argv)
+        return _run_grid(config, out, folds, overwrite, resume, parallel_argv, launcher, launch_options)
 
 
-def _run_seeds(config: Config, out: Path, folds: Sequence[int] | None, overwrite: bool, resume: bool | None,
-               parallel_argv: Sequence[str] | None) -> list[dict]:
-    from planar3d.grid import seed_config, seed_dir, write_seed_outputs
-    from planar3d.plots import plot_metric_boxplots
-    from planar3d.train import write_rows
+def _run_grid(config: Config, out: Path, folds: Sequence[int] | None, overwrite: bool, resume: bool | None,
+              parallel_argv: Sequence[str] | None, launcher: str, launch_options) -> list[dict]:
+    """:func:`run_crossval` inside the run folder's lock."""
+    from planar3d.grid import GRID_NAME, gather, grid_tasks, seed_dir, write_grid
+    from planar3d.train import train_fold
 
     if folds is None and config.split == "centre":  # one fold per centre
         from planar3d.train import dataset_records, n_split_folds
@@ -145,34 +159,51 @@ def _run_seeds(config: Config, out: Path, folds: Sequence[int] | None, overwrite
         config = dataclasses.replace(config, folds=folds)
     folds = list(config.folds if folds is None else folds)
     if config.task == "classification":
+        if launcher != "none":
+            raise Planar3DError(f"--launcher {launcher} runs segmentation grids; --task classification runs here only")
         from planar3d.classify import run_classification_crossval
 
         return run_classification_crossval(config, out, folds, overwrite, resume, parallel_argv)
-    if config.seeds is None:
-        rows = _run_folds(config, folds, out, overwrite, resume, parallel_argv)
-        write_rows(out / "results.csv", rows)
-        write_text_atomic(out / "summary.md", summary_markdown(rows, config))
-        plot_metric_boxplots(rows, metrics=("dice", "sensitivity"), by="centre", path=out / "boxplot.png",
-                             title=f"planar3d {config.preset}: per-scan test metrics", paper=paper_table2())
+    if (out / GRID_NAME).is_file() and not overwrite:
+        write_grid(out, config, folds)  # refuses another configuration before any work
+    tasks = grid_tasks(config, folds, out)
+    if launcher == "none":
+        if parallel_argv is None:
+            for task in tasks:
+                train_fold(task.config, task.fold, task.run_dir, overwrite=overwrite, resume=resume)
+        elif config.seeds is None:
+            _run_parallel(folds, out, parallel_argv)
+        else:
+            for seed in config.seeds:
+                _run_parallel(folds, seed_dir(out, seed), [*parallel_argv, "--seed", str(seed)])
+        write_grid(out, config, folds, overwrite)
+        rows, _ = gather(out)
         return rows
-    rows = []
-    for seed in config.seeds:
-        argv = None if parallel_argv is None else [*parallel_argv, "--seed", str(seed)]
-        seed_rows = _run_folds(seed_config(config, seed), folds, seed_dir(out, seed), overwrite, resume, argv)
-        rows += [{"seed": seed, **row} for row in seed_rows]
-    write_seed_outputs(rows, config, out)
+    from planar3d.launch import submit
+
+    write_grid(out, config, folds, overwrite)
+    submit(tasks, out, launcher, launch_options, overwrite=overwrite)
+    if launcher == "slurm":
+        return []
+    rows, _ = gather(out)
     return rows
 
 
-def _run_folds(config: Config, folds: Sequence[int], out: Path, overwrite: bool, resume: bool | None,
-               parallel_argv: Sequence[str] | None) -> list[dict]:
-    """The test rows of every fold of one seed, trained in process or one per GPU."""
-    from planar3d.train import read_metrics, train_fold
-
-    if parallel_argv is not None:
-        _run_parallel(folds, out, parallel_argv)
-        return [row for fold in folds for row in read_metrics(out / f"fold_{fold}" / "metrics.csv")]
-    return [row for fold in folds for row in train_fold(config, fold, out, overwrite=overwrite, resume=resume)]
+def _report(out: Path, states) -> int:
+    """Print the outputs' paths and the runs not finished; 0 when every run finished, else 1."""
+    missing = [s for s in states if s.state != "finished"]
+    seeds = any(s.task.seed is not None for s in states)
+    runs = f"{out}/seed_<s>/fold_<k>/" if seeds else f"{out}/fold_<k>/"
+    plots = f" and {out / 'boxplot_seeds.png'}" if seeds else ""
+    print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\nbox plot: {out / 'boxplot.png'}{plots}\n"
+          f"per fold (model, masks, curves, overlays): {runs}")
+    for state in missing:
+        logs = f"; logs: {', '.join(state.logs)}" if state.logs else ""
+        print(f"not finished: {state.task.describe()}: {state.state} ({state.detail}){logs}", file=sys.stderr)
+    if missing:
+        print(f"{len(missing)} of {len(states)} runs not finished: run the same command again to submit them",
+              file=sys.stderr)
+    return 1 if missing else 0
 
 
 @run_cli
@@ -183,26 +214,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, nargs="+", help="folds to run (default: the preset's; paper 0 1 2 3 4)")
     add_run_flags(parser)
     parser.add_argument("--parallel", action="store_true", help="one fold per visible GPU, in subprocesses")
+    parser.add_argument("--gather", metavar="RUN_DIR", help="only build results.csv, summary.md and the box plots "
+                        "of RUN_DIR from the runs finished so far, naming the missing and failed ones")
+    add_launcher_flags(parser)
     add_config_flags(parser)
     args = parser.parse_args(argv)
+    if args.gather:
+        from planar3d.grid import gather, read_grid
+        from planar3d.runlock import run_lock
+
+        out = Path(args.gather)
+        read_grid(out)  # not a grid run folder: refused before the lock creates anything
+        with run_lock(out):
+            _, states = gather(out)
+        print((out / "summary.md").read_text(encoding="utf-8"))
+        return _report(out, states)
     config = config_from_args(args, folds=args.folds)
     out = Path(args.out or f"runs/{config.preset}")
+    if args.parallel and args.launcher != "none":
+        raise Planar3DError(f"--parallel runs folds here; it does not combine with --launcher {args.launcher}")
+    options = None
+    if args.launcher != "none":
+        from planar3d.launch import check_launcher, launch_options
+
+        check_launcher(args.launcher)
+        options = launch_options(args)
     passthrough = None
     if args.parallel:
         raw = list(sys.argv[1:] if argv is None else argv)
         passthrough = [a for a in raw if a != "--parallel"]
         passthrough = _without_option(passthrough, ("--folds", "--out", "--seeds"))
-    rows = run_crossval(config, out, folds=args.folds, overwrite=args.overwrite, resume=args.resume, parallel_argv=passthrough)
+    rows = run_crossval(config, out, folds=args.folds, overwrite=args.overwrite, resume=args.resume,
+                        parallel_argv=passthrough, launcher=args.launcher, launch_options=options)
+    if args.launcher == "slurm":
+        print(f"submitted; job ids in {out / 'jobs.json'}, logs in {out / 'jobs'}/<job id>_0_log.out. When the jobs "
+              f"have run: python -m planar3d.crossval --gather {out}")
+        return 0
+    from planar3d.grid import grid_tasks, read_grid, task_states
+
     print((out / "summary.md").read_text(encoding="utf-8"))
     if config.task == "classification":
         print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\n"
               f"per fold (model, predictions, curves): {out}/{'' if config.seeds is None else 'seed_<s>/'}fold_<k>/")
         return 0 if rows else 1
-    runs = f"{out}/fold_<k>/" if config.seeds is None else f"{out}/seed_<s>/fold_<k>/"
-    plots = "" if config.seeds is None else f" and {out / 'boxplot_seeds.png'}"
-    print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\nbox plot: {out / 'boxplot.png'}{plots}\n"
-          f"per fold (model, masks, curves, overlays): {runs}")
-    return 0 if rows else 1
+    grid_config, folds = read_grid(out)
+    return _report(out, task_states(grid_tasks(grid_config, folds, out), out))
 
 
 def _without_option(argv: list[str], names: tuple[str, ...]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -81,30 +82,90 @@ def home(tmp_path_factory, vgg16_weights_path):
         yield root
 
 
+GRID = ["--folds", "0", "1", "--seeds", "0", "1"]
+
+
+@pytest.fixture(scope="module")
+def none_grid(home, tmp_path_factory):
+    """A 2-fold x 2-seed cross-validation trained in this process (``--launcher none``)."""
+    out = tmp_path_factory.mktemp("none") / "run"
+    assert crossval.main([*TINY_FLAGS, *GRID, "--out", str(out)]) == 0
+    return out
+
+
+def _table(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
 @pytest.mark.slow
-def test_crossval_over_two_seeds_then_train_reuses_them(home, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert crossval.main([*TINY_FLAGS, "--folds", "2", "--seeds", "0", "1", "--out", str(out)]) == 0
+def test_crossval_over_two_seeds_then_train_reuses_them(none_grid, capsys):
+    out = none_grid
     for seed in (0, 1):
-        fold = out / f"seed_{seed}" / "fold_2"
-        assert (fold / "done.json").is_file()
-        assert load_config(fold / "config.json") == make_config("demo", **TINY, seed=seed, folds=[2])
-    assert not (out / "fold_2").exists()
-    logs = [(out / f"seed_{s}" / "fold_2" / "log.csv").read_text() for s in (0, 1)]
+        for fold in (0, 1):
+            assert (out / f"seed_{seed}" / f"fold_{fold}" / "done.json").is_file()
+        config = load_config(out / f"seed_{seed}" / "fold_0" / "config.json")
+        assert config == make_config("demo", **TINY, seed=seed, folds=[0, 1])
+    assert not (out / "fold_0").exists()
+    logs = [(out / f"seed_{s}" / "fold_0" / "log.csv").read_text() for s in (0, 1)]
     assert logs[0] != logs[1]  # the seed reaches the training
-    with (out / "results.csv").open() as handle:
-        results = list(csv.DictReader(handle))
-    per_fold = [train.read_metrics(out / f"seed_{s}" / "fold_2" / "metrics.csv") for s in (0, 1)]
-    assert [(int(r["seed"]), r["patient"]) for r in results] == [(s, r["patient"]) for s in (0, 1) for r in per_fold[s]]
-    assert [float(r["dice"]) for r in results] == [r["dice"] for s in (0, 1) for r in per_fold[s]]
-    means = [statistics.mean(r["dice"] for r in rows) for rows in per_fold]
+    results = _table(out / "results.csv")
+    per_run = {(s, f): train.read_metrics(out / f"seed_{s}" / f"fold_{f}" / "metrics.csv") for s in (0, 1) for f in (0, 1)}
+    assert [(int(r["seed"]), int(r["fold"]), r["patient"]) for r in results] == [
+        (s, f, r["patient"]) for (s, f), rows in per_run.items() for r in rows]
+    assert [float(r["dice"]) for r in results] == [r["dice"] for rows in per_run.values() for r in rows]
+    means = [statistics.mean(r["dice"] for f in (0, 1) for r in per_run[(s, f)]) for s in (0, 1)]
+    expected = f"| dice | **{statistics.mean(means):.3f} ± {statistics.stdev(means):.3f} (n=2)** |"
     summary = (out / "summary.md").read_text()
-    assert f"| dice | **{statistics.mean(means):.3f} ± {statistics.stdev(means):.3f} (n=2)** |" in summary
+    assert expected in summary and "Not finished" not in summary
     assert (out / "boxplot_seeds.png").stat().st_size > 0 and (out / "boxplot.png").stat().st_size > 0
+    assert json.loads((out / "grid.json").read_text())["folds"] == [0, 1]
     capsys.readouterr()
-    # train --seeds on the same folder reuses both finished runs and prints the same statistics
-    assert train.main(["--fold", "2", *TINY_FLAGS, "--seeds", "0", "1", "--out", str(out)]) == 0
+    # train --seeds on the same folder reuses both finished runs and prints their statistics
+    assert train.main(["--fold", "1", *TINY_FLAGS, "--seeds", "0", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.count("already finished") == 2
-    assert f"| dice | **{statistics.mean(means):.3f} ± {statistics.stdev(means):.3f} (n=2)** |" in printed
-    assert json.loads((out / "seed_1" / "fold_2" / "done.json").read_text())["epochs"] == 1
+    fold_means = [statistics.mean(r["dice"] for r in per_run[(s, 1)]) for s in (0, 1)]
+    assert f"| dice | **{statistics.mean(fold_means):.3f} ± {statistics.stdev(fold_means):.3f} (n=2)** |" in printed
+    # another configuration in the same run folder is refused before any work
+    assert crossval.main([*TINY_FLAGS, *GRID, "--lr", "1e-4", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out}: run folder from a different config (differs in ['lr']); choose another --out or pass --overwrite\n")
+
+
+@pytest.mark.slow
+def test_local_jobs_failed_run_reported_resubmitted_alone_and_equal_to_in_process(none_grid, tmp_path, capsys):
+    """submitit's local executor runs the grid as 4 job processes; one fold's run folder holds bad
+    data (an unreadable config.json), so its job fails; gather names it and its log; after the fix
+    the same command submits that job alone, and the table equals the in-process run's."""
+    out = tmp_path / "run"
+    bad = out / "seed_1" / "fold_1" / "config.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{truncated")
+    command = [*TINY_FLAGS, *GRID, "--launcher", "local", "--slurm-array-parallelism", "2", "--out", str(out)]
+    assert crossval.main(command) == 1
+    err = capsys.readouterr().err
+    (first,) = json.loads((out / "jobs.json").read_text())["submissions"]
+    assert [(j["seed"], j["fold"]) for j in first["jobs"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    failed = first["jobs"][3]
+    assert (f"not finished: seed 1 fold 1: failed (job {failed['job_id']}: planar3d.errors.InputFileError: "
+            f"{bad}: not a readable configuration") in err
+    assert f"logs: {failed['stdout']}, {failed['stderr']}" in err and Path(failed["stderr"]).is_file()
+    summary = (out / "summary.md").read_text()
+    assert "## Not finished: 1 of 4 runs (left out of every figure above)" in summary
+    assert f"| seed 1 fold 1 | failed | job {failed['job_id']}: " in summary
+    assert len(_table(out / "results.csv")) == 9  # the three finished runs' test scans
+    assert crossval.main(["--gather", str(out)]) == 1
+    assert f"not finished: seed 1 fold 1: failed (job {failed['job_id']}" in capsys.readouterr().err
+
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("seed_*/fold_*/done.json")}
+    assert len(finished) == 3
+    bad.unlink()
+    assert crossval.main(command) == 0
+    submissions = json.loads((out / "jobs.json").read_text())["submissions"]
+    assert [(j["seed"], j["fold"]) for j in submissions[1]["jobs"]] == [(1, 1)]
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    assert _table(out / "results.csv") == _table(none_grid / "results.csv")
+    for log in sorted(none_grid.glob("seed_*/fold_*/log.csv")):  # the same trainings, epoch by epoch
+        assert (out / log.relative_to(none_grid)).read_text() == log.read_text()
+    assert (out / "summary.md").read_text() == (none_grid / "summary.md").read_text()
