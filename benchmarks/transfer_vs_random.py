@@ -16,6 +16,11 @@ with a 95 % bootstrap interval over seeds and scans and Wilcoxon signed-rank tes
 (validation Dice curves).
 
     python benchmarks/transfer_vs_random.py [--preset demo] [--epochs N] [--seeds 0,1,2,3,4] [--fold 4]
+        [--launcher none|local|slurm --slurm-partition P --slurm-time 6:00:00 ...]
+
+With ``--launcher local|slurm`` each (seed, variant) run is a submitit job (see
+:mod:`planar3d.launch`; logs in ``OUT/jobs/``, ids in ``OUT/jobs.json``); the outputs are written
+from the runs finished so far, and running the same command again submits only the others.
 """
 
 from __future__ import annotations
@@ -156,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "transfer_vs_random",
                         help="run folder (default runs/transfer_vs_random)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="folder for the .md and .png (default docs/)")
+    from planar3d.cli import add_launcher_flags
+
+    add_launcher_flags(parser)  # --launcher local|slurm: one job per (seed, variant), see planar3d.launch
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if any(v not in VARIANTS for v in variants):
@@ -163,28 +171,60 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
     from planar3d.config import make_config
+    from planar3d.grid import Task
     from planar3d.train import train_fold
 
-    curves: dict[str, dict[int, list[float]]] = {v: {} for v in variants}
-    test: dict[str, dict[int, list[dict]]] = {v: {} for v in variants}
-    epochs = None
-    start = time.perf_counter()
+    tasks = []
     for seed in seeds:
         for variant in variants:
             config = make_config(args.preset, seed=seed, epochs=args.epochs, data=args.data,
                                  empty_window_weight=args.empty_window_weight, **VARIANTS[variant])
             config.patience = config.epochs  # same budget for every variant: no early stopping
             config.folds = [args.fold]
-            epochs = config.epochs
-            run_dir = args.out / f"seed_{seed}" / variant
-            print(f"seed {seed} {variant}: training {config.epochs} epochs in {run_dir}", flush=True)
-            rows = train_fold(config, args.fold, run_dir, verbose=2)
-            curves[variant][seed] = _val_dice(run_dir / f"fold_{args.fold}" / "log.csv")
-            test[variant][seed] = rows
-            print(f"seed {seed} {variant}: val Dice {[round(d, 3) for d in curves[variant][seed]]}, "
-                  f"test Dice {[round(r['dice'], 3) for r in rows]} "
-                  f"[{time.perf_counter() - start:.0f} s so far]", flush=True)
-            _write_outputs(args, argv, curves, test, epochs)
+            tasks.append(Task(seed, args.fold, config, args.out / f"seed_{seed}" / variant, variant))
+    epochs = tasks[0].config.epochs
+    curves: dict[str, dict[int, list[float]]] = {v: {} for v in variants}
+    test: dict[str, dict[int, list[dict]]] = {v: {} for v in variants}
+    if args.launcher != "none":
+        _launch(args, argv, tasks, curves, test, epochs)
+        return
+    start = time.perf_counter()
+    for task in tasks:
+        seed, variant, run_dir = task.seed, task.variant, task.run_dir
+        print(f"seed {seed} {variant}: training {epochs} epochs in {run_dir}", flush=True)
+        rows = train_fold(task.config, args.fold, run_dir, verbose=2)
+        curves[variant][seed] = _val_dice(task.fold_dir / "log.csv")
+        test[variant][seed] = rows
+        print(f"seed {seed} {variant}: val Dice {[round(d, 3) for d in curves[variant][seed]]}, "
+              f"test Dice {[round(r['dice'], 3) for r in rows]} "
+              f"[{time.perf_counter() - start:.0f} s so far]", flush=True)
+        _write_outputs(args, argv, curves, test, epochs)
+
+
+def _launch(args: argparse.Namespace, argv: list[str] | None, tasks: list, curves: dict, test: dict,
+            epochs: int) -> None:
+    """One submitit job per (seed, variant) not finished yet (``--launcher local|slurm``), then the
+    outputs from the runs finished so far; running the same command again submits the rest."""
+    from planar3d.errors import Planar3DError
+    from planar3d.grid import task_states
+    from planar3d.launch import check_launcher, launch_options, submit
+    from planar3d.train import read_metrics
+
+    try:
+        check_launcher(args.launcher)
+        submit(tasks, args.out, args.launcher, launch_options(args))
+    except Planar3DError as error:
+        sys.exit(f"error: {error}")
+    states = task_states(tasks, args.out)
+    for state in states:
+        task = state.task
+        if state.state == "finished":
+            curves[task.variant][task.seed] = _val_dice(task.fold_dir / "log.csv")
+            test[task.variant][task.seed] = read_metrics(task.fold_dir / "metrics.csv")
+        else:
+            print(f"not finished: {task.describe()}: {state.state} ({state.detail}) {' '.join(state.logs)}", flush=True)
+    if any(state.state == "finished" for state in states):
+        _write_outputs(args, argv, curves, test, epochs)
 
 
 if __name__ == "__main__":
