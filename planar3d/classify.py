@@ -174,18 +174,10 @@ def load_classifier(path: str | Path):
         InputFileError: missing file, not loadable, or not a volume classifier
             (input `(batch, slices, rows, cols, channels)`, output `(batch, classes)`).
     """
-    import keras
-
-    import planar3d.nets.layers  # noqa: F401  (registers the custom layers)
+    from planar3d.predict import load_keras_model
 
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "model file not found")
-    try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:
-        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise InputFileError(path, f"not a loadable planar3d .keras model ({reason})") from error
+    model = load_keras_model(path)
     if len(model.input_shape) != 5 or len(model.output_shape) != 2:
         raise InputFileError(path, f"not a planar3d classifier model (input {model.input_shape}, output {model.output_shape})")
     return model

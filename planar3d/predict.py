@@ -25,17 +25,17 @@ from planar3d.config import Config, load_config, make_config
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.pipeline import INFERENCE_BATCH_SIZE  # no TensorFlow: windows is imported when used
 
-__all__ = ["Segmentation", "inference_config", "input_scans", "load_segmentation_model", "main", "predict_scan",
+__all__ = ["Segmentation", "inference_config", "input_scans", "load_keras_model", "load_segmentation_model", "main", "predict_scan",
            "scan_name", "scan_outputs", "segment_scan", "select_device"]
 
 _SUFFIXES = (".nii.gz", ".nii")
 
 
-def load_segmentation_model(path: str | Path):
-    """Load a planar3d ``.keras`` model with ``safe_mode=True``.
+def load_keras_model(path: str | Path):
+    """Load any planar3d ``.keras`` model (custom layers registered) with ``safe_mode=True``.
 
     Raises:
-        InputFileError: missing file, or not a planar3d segmentation model.
+        InputFileError: missing file, or a file Keras cannot load.
     """
     import keras
 
@@ -45,10 +45,20 @@ def load_segmentation_model(path: str | Path):
     if not path.is_file():
         raise InputFileError(path, "model file not found")
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
+        return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise InputFileError(path, f"not a loadable planar3d .keras model ({reason})") from error
+
+
+def load_segmentation_model(path: str | Path):
+    """Load a planar3d segmentation ``.keras`` model with ``safe_mode=True``.
+
+    Raises:
+        InputFileError: missing file, or not a planar3d segmentation model.
+    """
+    path = Path(path)
+    model = load_keras_model(path)
     shape, output = tuple(model.input_shape), tuple(model.output_shape)
     if len(shape) == 5 and len(output) == 2:
         raise InputFileError(path, f"a classifier (output {output}), not a segmentation model: give --output a .csv file")
