@@ -29,15 +29,6 @@ TRAIN_FLAGS = ["--preset", "demo", "--size", "32", "--epochs", "1", "--batch-siz
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory, vgg16_weights_path):
-    root = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PLANAR3D_HOME", str(root))
-        patch.setenv("PLANAR3D_VGG16_WEIGHTS", str(vgg16_weights_path))
-        yield root
-
-
 def _rename(path: Path, old: str, new: str, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.move(str(path), folder / path.name.replace(old, new))

@@ -73,15 +73,6 @@ def test_seed_and_seeds_flags_exclude_each_other(capsys):
     assert config.training_identity() == make_config("demo", seeds=[0]).training_identity()
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory, vgg16_weights_path):
-    root = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PLANAR3D_HOME", str(root))
-        patch.setenv("PLANAR3D_VGG16_WEIGHTS", str(vgg16_weights_path))
-        yield root
-
-
 GRID = ["--folds", "0", "1", "--seeds", "0", "1"]
 
 

@@ -52,15 +52,6 @@ def test_cosine_schedule_runs_from_lr_to_zero():
         make_config("paper", lr_schedule="cosine")
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory, vgg16_weights_path):
-    root = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PLANAR3D_HOME", str(root))
-        patch.setenv("PLANAR3D_VGG16_WEIGHTS", str(vgg16_weights_path))
-        yield root
-
-
 def _weights(path: Path) -> list[np.ndarray]:
     return keras.models.load_model(path, compile=False, safe_mode=True).get_weights()
 
