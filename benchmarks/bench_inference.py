@@ -381,9 +381,18 @@ def _levers(args: argparse.Namespace, scratch: Path, say, flush) -> None:
         "streamed encoder alone": dict(crop="off", precision="float32", stream=True),
         "crop per window alone": dict(crop="window", precision="float32", stream=False),
         "crop per scan + stream + bfloat16": dict(crop="scan", precision="bfloat16", stream=True),
+        "defaults with bfloat16 run eagerly (no tf.function)": dict(crop="auto", precision="bfloat16", stream=True, graph=False),
+        "defaults (forward only, for the row above)": dict(crop="auto", precision="bfloat16", stream=True),
     }
+    graphs_on = inference.forward_functions
     for name, options in levers.items():
-        prob, seconds, cpu, peak = _timed_variant(lambda: inference.predict_volume(model, volume, 16, 8, **options))
+        options = dict(options)
+        if not options.pop("graph", True):
+            inference.forward_functions = lambda net, precision: inference.Forward(net, graph=False)
+        try:
+            prob, seconds, cpu, peak = _timed_variant(lambda: inference.predict_volume(model, volume, 16, 8, **options))
+        finally:
+            inference.forward_functions = graphs_on
         row = _compare(prob, today["prob"], head)
         say(f"| {name} (forward only) | - | {seconds:.0f} / {cpu:.0f} | - | {cpu / today['forward_cpu']:.3f} ({seconds / today['forward_s']:.3f}) "
             f"| {peak:.2f} | {row['dice']:.4f} | {row['lesions_fast']} | {row['max_diff_head']:.2e} |")

@@ -14,7 +14,10 @@ predict, recompose, optional flips) with three levers, each optional:
   back to the per-window path.
 * ``precision``: ``"bfloat16"`` / ``"float16"`` run the network under Keras' ``mixed_*`` policy
   (weights kept in float32, the sigmoid output in float32); ``"auto"`` picks per device with
-  :func:`resolve_precision`.
+  :func:`resolve_precision`. In a reduced format the forward steps run as ``tf.function``
+  graphs (:func:`forward_functions`): eager bfloat16 pays a cast around every layer that the
+  graph fuses away (measured in ``docs/bench_inference.md``); float32 stays eager, so its
+  results stay bit-identical to the paper's path.
 
 With ``crop="off"``, ``precision="float32"`` and ``stream=False`` the call is
 :func:`planar3d.windows.predict_volume` itself, bit for bit.
@@ -32,7 +35,7 @@ import numpy as np
 
 from planar3d.errors import Planar3DError
 
-__all__ = ["CROP_CHOICES", "PRECISIONS", "can_stream", "inference_model", "predict_volume", "resolve_precision"]
+__all__ = ["CROP_CHOICES", "PRECISIONS", "Forward", "can_stream", "forward_functions", "inference_model", "predict_volume", "resolve_precision"]
 
 #: ``crop`` values: ``auto`` (the measured default, per-window boxes), ``off``, or a box per ``window`` / ``scan``.
 CROP_CHOICES = ("auto", "off", "window", "scan")
@@ -123,6 +126,40 @@ def inference_model(model: Any, precision: str) -> Any:
     return copy
 
 
+class Forward:
+    """The three forward steps of one inference network: ``encode``, ``decode`` and ``whole``.
+
+    ``encode``/``decode`` replay the res-u-net's layers (:mod:`planar3d.nets.stream`), ``whole``
+    is the model call. With ``graph=True`` each is a ``tf.function`` with
+    ``reduce_retracing=True``: cropped windows come in a few distinct shapes (multiples of 16),
+    and after the second shape TensorFlow traces one graph with unknown rows and columns
+    instead of one per shape.
+    """
+
+    def __init__(self, net: Any, graph: bool):
+        import tensorflow as tf
+
+        from planar3d.nets.stream import decode, encode
+
+        def encode_step(inputs):
+            return encode(net, inputs)
+
+        def decode_step(skips):
+            return decode(net, skips)
+
+        def whole_step(inputs):
+            return net(inputs, training=False)
+
+        wrap = tf.function if graph else (lambda f: f)
+        self.encode, self.decode, self.whole = wrap(encode_step), wrap(decode_step), wrap(whole_step)
+        self.graph = graph
+
+
+def forward_functions(net: Any, precision: str) -> Forward:
+    """:class:`Forward` steps of ``net``: graphs in a reduced ``precision``, eager in float32."""
+    return Forward(net, graph=precision != "float32")
+
+
 # ----------------------------------------------------------------------------- streaming
 
 
@@ -153,15 +190,17 @@ def _crop_skips(features: dict[str, Any], computed: Any, box: Any) -> dict[str, 
 # ----------------------------------------------------------------------------- one pass
 
 
-def _one_pass(net: Any, volume: np.ndarray, boxes: list, size: int, stride: int, stream: bool, progress) -> np.ndarray:
+def _one_pass(net: Any, forward: Forward, volume: np.ndarray, boxes: list, size: int, stride: int, stream: bool,
+              progress) -> np.ndarray:
     """Window outputs `(n, size, rows, cols)` float32 of one (possibly flipped) volume."""
     import tensorflow as tf
 
-    from planar3d.nets.stream import decode, encode, has_res_unet_layers
+    from planar3d.nets.stream import has_res_unet_layers
     from planar3d.windows import window_starts
 
     starts = window_starts(volume.shape[0], size, stride)
     replay = has_res_unet_layers(net)
+    encode, decode = forward.encode, forward.decode
     out = np.zeros((len(starts), size, *volume.shape[1:3]), dtype=np.float32)
     chunks = size // stride
     # each chunk's box: the union of the boxes of the windows holding it
@@ -178,16 +217,16 @@ def _one_pass(net: Any, volume: np.ndarray, boxes: list, size: int, stride: int,
                     if c not in cache:
                         cbox = chunk_boxes[c]
                         chunk = volume[start + (c - k) * stride : start + (c - k + 1) * stride][None, :, cbox.row0:cbox.row1, cbox.col0:cbox.col1]
-                        cache[c] = encode(net, tf.constant(chunk))
+                        cache[c] = encode(tf.constant(chunk))
                 parts = [_crop_skips(cache[c], chunk_boxes[c], box) for c in range(k, k + chunks)]
                 skips = {name: tf.concat([p[name] for p in parts], axis=1) for name in parts[0]}
-                prediction = decode(net, skips)
+                prediction = decode(skips)
                 for c in [c for c in cache if c <= k]:  # chunk k is in no later window
                     del cache[c]
             else:
                 window = tf.constant(volume[start : start + size][None, :, box.row0:box.row1, box.col0:box.col1])
                 # the replay takes any rows x cols; a Keras model call only its input shape
-                prediction = decode(net, encode(net, window)) if replay else net(window, training=False)
+                prediction = decode(encode(window)) if replay else forward.whole(window)
             out[k][(slice(None), *box.slices)] = tf.cast(prediction, tf.float32).numpy()[0, ..., 0]
         progress.update(1)
     return out
@@ -272,6 +311,7 @@ def predict_volume(
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
     net = inference_model(model, precision)
+    forward = forward_functions(net, precision)
 
     from tqdm.auto import tqdm
 
@@ -287,7 +327,7 @@ def predict_volume(
                 per = _AUTO_CROP if crop == "auto" else crop
                 boxes = crop_boxes(np.flip(mask, axes) if axes else mask, size, stride, per=per)
             flipped = np.repeat(flipped[..., None], channels, axis=-1)  # (slices, rows, cols, channels)
-            windows = _one_pass(net, np.ascontiguousarray(flipped), boxes, size, stride, stream, bar)
+            windows = _one_pass(net, forward, np.ascontiguousarray(flipped), boxes, size, stride, stream, bar)
             probability = plain.recompose(tf.constant(windows[..., None]), depth, size, stride, mode)[..., 0]
             probability = tf.reverse(probability, axes) if axes else probability
             probability = tf.cast(probability, tf.float64)
