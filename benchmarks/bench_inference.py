@@ -23,8 +23,9 @@ through the inference path of :func:`planar3d.predict.predict_scan`, in two fres
   ``load_scan``, ``preprocess``, ``extract_windows``, the model calls alone (all windows,
   batch ``INFERENCE_BATCH_SIZE``), ``recompose``, ``to_native`` (+ clip), ``binarize``,
   ``lesion_table``, ``save_nifti``, the CSV/JSON report and the QC overlay;
-* *end-to-end*: one ``predict_scan`` call (CLI defaults: report and QC overlay), its model
-  wrapped so that the time spent inside the model calls of that very run is summed.
+* *end-to-end*: one ``predict_scan`` call on today's path (whole field of view, per window, float32;
+  report and QC overlay), its model wrapped so that the time spent inside the model calls of
+  that very run is summed.
   Overhead ratio = ``predict_scan`` wall time / forward time of the same run (goal <= 1.2);
   peak RSS = ``getrusage`` of that process (TensorFlow, model and scan included; goal <= 6 GB).
 
@@ -186,12 +187,21 @@ def _end_to_end_child(args: argparse.Namespace) -> dict:
 
     imported = time.perf_counter() - start
     start = time.perf_counter()
-    model = _TimedModel(load_segmentation_model(args.model))
+    model = load_segmentation_model(args.model)
+    if args.variant == "today":  # the fast path replays layers and clones the model: no call to time
+        model = _TimedModel(model)
     loaded = time.perf_counter() - start
+    config = make_config("paper")
+    if args.variant == "today":
+        import planar3d.inference
+
+        config = make_config("paper", crop="off", precision="float32")
+        planar3d.inference.can_stream = lambda *a, **k: False
     start = time.perf_counter()
-    row = predict_scan(model, args.scan, Path(args.output_dir) / "end_to_end_mask.nii.gz", make_config("paper"))
+    row = predict_scan(model, args.scan, Path(args.output_dir) / f"end_to_end_{args.variant}_mask.nii.gz", config)
     return {"import_s": imported, "model_load_s": loaded, "predict_scan_s": time.perf_counter() - start,
-            "forward_s": model.seconds, "model_calls": model.calls, "n_lesions": row["n_lesions"]}
+            "forward_s": getattr(model, "seconds", None), "model_calls": getattr(model, "calls", None),
+            "n_lesions": row["n_lesions"]}
 
 
 # ----------------------------------------------------------------------------- issue 15: the levers
@@ -453,7 +463,7 @@ def _part_one(args: argparse.Namespace, scratch: Path, say) -> None:
     out.mkdir()
     common = ["--model", str(model), "--scan", str(scan), "--output-dir", str(out)]
     staged = _child_result(_run([sys.executable, __file__, "--child", "staged", *common]))
-    end = _child_result(_run([sys.executable, __file__, "--child", "end-to-end", *common]))
+    end = _child_result(_run([sys.executable, __file__, "--child", "end-to-end", "--variant", "today", *common]))
 
     forward_staged = next(s for name, s, _ in staged["stages"] if name.startswith("forward"))
     say("| stage (staged process) | s | % of stages | peak RSS during the stage GB |", "|---|---:|---:|---:|")
@@ -484,6 +494,30 @@ def _part_one(args: argparse.Namespace, scratch: Path, say) -> None:
     say(f"pipeline overhead: predict_scan / forward alone = {ratio:.3f} (goal <= {FORWARD_GOAL}: "
         f"{'met' if ratio <= FORWARD_GOAL else 'NOT met'}); peak RSS {end['peak_rss_gb']:.2f} GB "
         f"(goal <= {RSS_GOAL_GB:g} GB: {'met' if end['peak_rss_gb'] <= RSS_GOAL_GB else 'NOT met'})", "")
+
+
+def _part_rss(args: argparse.Namespace, scratch: Path, say) -> None:
+    """Peak RSS of a whole predict_scan at --size, today's path vs the defaults, each in a fresh process."""
+    import nibabel as nib
+
+    from planar3d.phantom import ensure_phantom
+
+    root = ensure_phantom(args.phantom_dir or scratch / "phantom", n_per_centre=1, scale=args.scale, seed=0)
+    record = next(r for r in sorted(root.iterdir()) if r.name.startswith(args.centre))
+    scan = record / "3DFLAIR.nii.gz"
+    model = _save_model(args.size, scratch / f"model{args.size}.keras")
+    out = scratch / "rss"
+    out.mkdir(exist_ok=True)
+    say(f"## Peak memory of one predict_scan at {args.size}³ (fresh processes)", "",
+        f"Phantom subject {record.name}, native grid {'x'.join(map(str, nib.load(scan).shape))}; "
+        f"`build_model((16, {args.size}, {args.size}, 1), encoder_weights=None)`; each variant in its own process "
+        "(TensorFlow, model, scan, report and QC overlay included); peak RSS = `ru_maxrss` from `wait4`.", "",
+        f"| variant | process wall s | predict_scan s | peak RSS GB (goal ≤ 4) |", "|---|---:|---:|---:|")
+    for variant, label in (("today", "today: whole FOV, per window, float32"), ("defaults", "defaults: crop auto + stream + precision auto")):
+        run = _child_result(_run([sys.executable, __file__, "--child", "end-to-end", "--variant", variant,
+                                  "--model", str(model), "--scan", str(scan), "--output-dir", str(out)]))
+        say(f"| {label} | {run['wall_s']:.0f} | {run['predict_scan_s']:.0f} | {run['peak_rss_gb']:.2f} |")
+    say("")
 
 
 def _part_two(args: argparse.Namespace, scratch: Path, say) -> None:
@@ -551,7 +585,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="part 2 rounds (default 3)")
     parser.add_argument("--parts", default="agreement,levers",
                         help="parts to run: agreement (trained model, test scans), levers (whole predict at --size, each "
-                        "lever), 1 (stages), 2 (folder mode) (default agreement,levers)")
+                        "lever), rss (peak memory of today vs the defaults, fresh processes), 1 (stages), 2 (folder mode) "
+                        "(default agreement,levers)")
     parser.add_argument("--trained", help="a trained model (RUN/fold_k/best.keras; its split.json and config.json beside it): "
                         "agreement part, and its weights for the levers part (default: ImageNet encoder, random decoder)")
     parser.add_argument("--phantom-dir", type=Path, help="part 1 phantom folder, reused if it exists (default: a temporary one)")
@@ -559,6 +594,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DOCS, help=f"folder for bench_inference.md (default {DOCS})")
     parser.add_argument("--child", choices=("staged", "end-to-end"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=("today", "defaults"), default="defaults", help=argparse.SUPPRESS)
     parser.add_argument("--scan", help="levers part: this FLAIR scan instead of a generated phantom subject")
     parser.add_argument("--output-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -605,6 +641,9 @@ def main(argv: list[str] | None = None) -> None:
             flush()
         if "levers" in parts:
             _levers(args, Path(scratch), say, flush)
+            flush()
+        if "rss" in parts:
+            _part_rss(args, Path(scratch), say)
             flush()
         if "1" in parts:
             _part_one(args, Path(scratch), say)

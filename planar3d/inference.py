@@ -130,29 +130,48 @@ class Forward:
     """The three forward steps of one inference network: ``encode``, ``decode`` and ``whole``.
 
     ``encode``/``decode`` replay the res-u-net's layers (:mod:`planar3d.nets.stream`), ``whole``
-    is the model call. With ``graph=True`` each is a ``tf.function`` with
-    ``reduce_retracing=True``: cropped windows come in a few distinct shapes (multiples of 16),
-    and after the second shape TensorFlow traces one graph with unknown rows and columns
-    instead of one per shape.
+    is the model call. With ``graph=True`` each step is a ``tf.function`` traced once per input
+    shape and kept in a cache: cropped windows come in a few distinct shapes (multiples of
+    16), and a graph with unknown rows and columns (``reduce_retracing``) is not an option, as
+    oneDNN's bfloat16 ``Conv3DTranspose`` refuses it.
     """
 
     def __init__(self, net: Any, graph: bool):
-        import tensorflow as tf
-
         from planar3d.nets.stream import decode, encode
 
-        def encode_step(inputs):
-            return encode(net, inputs)
-
-        def decode_step(skips):
-            return decode(net, skips)
-
-        def whole_step(inputs):
-            return net(inputs, training=False)
-
-        wrap = tf.function if graph else (lambda f: f)
-        self.encode, self.decode, self.whole = wrap(encode_step), wrap(decode_step), wrap(whole_step)
         self.graph = graph
+        self._steps = {"encode": lambda inputs: encode(net, inputs), "decode": lambda skips: decode(net, skips),
+                       "whole": lambda inputs: net(inputs, training=False)}
+        self._graphs: dict[tuple, Any] = {}
+
+    def _run(self, step: str, inputs: Any) -> Any:
+        if not self.graph:
+            return self._steps[step](inputs)
+        import tensorflow as tf
+
+        tensors = inputs.values() if isinstance(inputs, dict) else [inputs]
+        key = (step, *(tuple(t.shape) for t in tensors))
+        if key not in self._graphs:
+            # a fresh Python function per graph: TensorFlow's retracing warning counts per function
+            self._graphs[key] = tf.function(lambda x, run=self._steps[step]: run(x))
+        return self._graphs[key](inputs)
+
+    def encode(self, inputs: Any) -> dict[str, Any]:
+        """:func:`planar3d.nets.stream.encode` of ``inputs``."""
+        return self._run("encode", inputs)
+
+    def decode(self, skips: dict[str, Any]) -> Any:
+        """:func:`planar3d.nets.stream.decode` of ``skips``."""
+        return self._run("decode", skips)
+
+    def whole(self, inputs: Any) -> Any:
+        """The model's output for ``inputs``."""
+        return self._run("whole", inputs)
+
+    @property
+    def n_graphs(self) -> int:
+        """Graphs traced so far (one per step and input shape)."""
+        return len(self._graphs)
 
 
 def forward_functions(net: Any, precision: str) -> Forward:
