@@ -385,6 +385,15 @@ def _levers(args: argparse.Namespace, scratch: Path, say, flush) -> None:
         f"**{fast['cpu'] / today['cpu']:.3f}** ({fast['s'] / today['s']:.3f}) | {fast['forward_cpu'] / today['forward_cpu']:.3f} "
         f"({fast['forward_s'] / today['forward_s']:.3f}) | {fast['peak']:.2f} | {row['dice']:.4f} | {row['lesions_fast']} | {row['max_diff_head']:.2e} |")
     flush()
+    fast32 = whole(make_config("paper", size=size, precision="float32"), True, "fast32")
+    row = _compare(fast32["prob"], today["prob"], head)
+    say(f"| **crop auto + stream, float32** | {fast32['s']:.0f} / {fast32['cpu']:.0f} | {fast32['forward_s']:.0f} / {fast32['forward_cpu']:.0f} | "
+        f"**{fast32['cpu'] / today['cpu']:.3f}** ({fast32['s'] / today['s']:.3f}) | {fast32['forward_cpu'] / today['forward_cpu']:.3f} "
+        f"({fast32['forward_s'] / today['forward_s']:.3f}) | {fast32['peak']:.2f} | {row['dice']:.4f} | {row['lesions_fast']} | {row['max_diff_head']:.2e} |")
+    flush()
+    if args.quick:
+        say("")
+        return
     levers = {
         "crop per window + stream (float32)": dict(crop="window", precision="float32", stream=True),
         "bfloat16 alone": dict(crop="off", precision="bfloat16", stream=False),
@@ -594,6 +603,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DOCS, help=f"folder for bench_inference.md (default {DOCS})")
     parser.add_argument("--child", choices=("staged", "end-to-end"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="levers part: only the whole-predict rows (today, defaults, float32)")
     parser.add_argument("--variant", choices=("today", "defaults"), default="defaults", help=argparse.SUPPRESS)
     parser.add_argument("--scan", help="levers part: this FLAIR scan instead of a generated phantom subject")
     parser.add_argument("--output-dir", help=argparse.SUPPRESS)

@@ -19,6 +19,10 @@ predict, recompose, optional flips) with three levers, each optional:
   graph fuses away (measured in ``docs/bench_inference.md``); float32 stays eager, so its
   results stay bit-identical to the paper's path.
 
+With the ``"middle"`` recomposition (the paper's Eq. 1), the decoder of each window computes
+only the slices the recomposition keeps (:func:`planar3d.windows.kept_slices`: 8 of 16 for most
+windows; the last, full-resolution block runs on those plus a 2-slice halo), exactly.
+
 With ``crop="off"``, ``precision="float32"`` and ``stream=False`` the call is
 :func:`planar3d.windows.predict_volume` itself, bit for bit.
 """
@@ -140,29 +144,30 @@ class Forward:
         from planar3d.nets.stream import decode, encode
 
         self.graph = graph
-        self._steps = {"encode": lambda inputs: encode(net, inputs), "decode": lambda skips: decode(net, skips),
-                       "whole": lambda inputs: net(inputs, training=False)}
+        self._steps = {"encode": lambda inputs, keep: encode(net, inputs),
+                       "decode": lambda skips, keep: decode(net, skips, keep),
+                       "whole": lambda inputs, keep: net(inputs, training=False)}
         self._graphs: dict[tuple, Any] = {}
 
-    def _run(self, step: str, inputs: Any) -> Any:
+    def _run(self, step: str, inputs: Any, keep: tuple[int, int] | None = None) -> Any:
         if not self.graph:
-            return self._steps[step](inputs)
+            return self._steps[step](inputs, keep)
         import tensorflow as tf
 
         tensors = inputs.values() if isinstance(inputs, dict) else [inputs]
-        key = (step, *(tuple(t.shape) for t in tensors))
+        key = (step, keep, *(tuple(t.shape) for t in tensors))
         if key not in self._graphs:
             # a fresh Python function per graph: TensorFlow's retracing warning counts per function
-            self._graphs[key] = tf.function(lambda x, run=self._steps[step]: run(x))
+            self._graphs[key] = tf.function(lambda x, run=self._steps[step], keep=keep: run(x, keep))
         return self._graphs[key](inputs)
 
     def encode(self, inputs: Any) -> dict[str, Any]:
         """:func:`planar3d.nets.stream.encode` of ``inputs``."""
         return self._run("encode", inputs)
 
-    def decode(self, skips: dict[str, Any]) -> Any:
-        """:func:`planar3d.nets.stream.decode` of ``skips``."""
-        return self._run("decode", skips)
+    def decode(self, skips: dict[str, Any], keep: tuple[int, int] | None = None) -> Any:
+        """:func:`planar3d.nets.stream.decode` of ``skips`` (only slices ``keep`` when given)."""
+        return self._run("decode", skips, keep)
 
     def whole(self, inputs: Any) -> Any:
         """The model's output for ``inputs``."""
@@ -210,15 +215,20 @@ def _crop_skips(features: dict[str, Any], computed: Any, box: Any) -> dict[str, 
 
 
 def _one_pass(net: Any, forward: Forward, volume: np.ndarray, boxes: list, size: int, stride: int, stream: bool,
-              progress) -> np.ndarray:
-    """Window outputs `(n, size, rows, cols)` float32 of one (possibly flipped) volume."""
+              mode: str, progress) -> np.ndarray:
+    """Window outputs `(n, size, rows, cols)` float32 of one (possibly flipped) volume.
+
+    With the ``"middle"`` recomposition and a res-u-net whose layers can be replayed, each
+    window's decoder computes only the slices the recomposition keeps (the others stay 0).
+    """
     import tensorflow as tf
 
     from planar3d.nets.stream import has_res_unet_layers
-    from planar3d.windows import window_starts
+    from planar3d.windows import kept_slices, window_starts
 
     starts = window_starts(volume.shape[0], size, stride)
     replay = has_res_unet_layers(net)
+    keeps = kept_slices(volume.shape[0], size, stride) if replay and mode == "middle" else [(0, size)] * len(starts)
     encode, decode = forward.encode, forward.decode
     out = np.zeros((len(starts), size, *volume.shape[1:3]), dtype=np.float32)
     chunks = size // stride
@@ -239,14 +249,15 @@ def _one_pass(net: Any, forward: Forward, volume: np.ndarray, boxes: list, size:
                         cache[c] = encode(tf.constant(chunk))
                 parts = [_crop_skips(cache[c], chunk_boxes[c], box) for c in range(k, k + chunks)]
                 skips = {name: tf.concat([p[name] for p in parts], axis=1) for name in parts[0]}
-                prediction = decode(skips)
+                prediction = decode(skips, keeps[k])
                 for c in [c for c in cache if c <= k]:  # chunk k is in no later window
                     del cache[c]
             else:
                 window = tf.constant(volume[start : start + size][None, :, box.row0:box.row1, box.col0:box.col1])
                 # the replay takes any rows x cols; a Keras model call only its input shape
-                prediction = decode(encode(window)) if replay else forward.whole(window)
-            out[k][(slice(None), *box.slices)] = tf.cast(prediction, tf.float32).numpy()[0, ..., 0]
+                prediction = decode(encode(window), keeps[k]) if replay else forward.whole(window)
+            lo, hi = keeps[k]
+            out[k][(slice(lo, hi), *box.slices)] = tf.cast(prediction, tf.float32).numpy()[0, ..., 0]
         progress.update(1)
     return out
 
@@ -346,7 +357,7 @@ def predict_volume(
                 per = _AUTO_CROP if crop == "auto" else crop
                 boxes = crop_boxes(np.flip(mask, axes) if axes else mask, size, stride, per=per)
             flipped = np.repeat(flipped[..., None], channels, axis=-1)  # (slices, rows, cols, channels)
-            windows = _one_pass(net, forward, np.ascontiguousarray(flipped), boxes, size, stride, stream, bar)
+            windows = _one_pass(net, forward, np.ascontiguousarray(flipped), boxes, size, stride, stream, mode, bar)
             probability = plain.recompose(tf.constant(windows[..., None]), depth, size, stride, mode)[..., 0]
             probability = tf.reverse(probability, axes) if axes else probability
             probability = tf.cast(probability, tf.float64)

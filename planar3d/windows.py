@@ -28,6 +28,7 @@ __all__ = [
     "BINARIZE_RULES",
     "window_starts",
     "extract_windows",
+    "kept_slices",
     "recompose",
     "window_dataset",
     "predict_volume",
@@ -130,6 +131,18 @@ def _middle_index(depth: int, size: int, stride: int) -> np.ndarray:
     window = np.clip((slices - margin) // stride, 0, len(starts) - 1)
     offset = slices - starts[window]
     return window * size + offset  # (depth,)
+
+
+def kept_slices(depth: int, size: int = 16, stride: int = 8) -> list[tuple[int, int]]:
+    """The slices ``[lo, hi)`` of each window that the ``"middle"`` recomposition keeps.
+
+    For 16/8: ``(0, 12)`` for the first window, ``(4, 12)`` for the others, ``(4, 16)`` for the
+    last (``(0, 16)`` when one window covers the volume). A prediction only needs these slices.
+    """
+    index = _middle_index(depth, size, stride)
+    window, offset = index // size, index % size
+    return [(int(offset[window == k].min()), int(offset[window == k].max()) + 1)
+            for k in range(len(window_starts(depth, size, stride)))]
 
 
 def _slice_weights(size: int, mode: str) -> np.ndarray:

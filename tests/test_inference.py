@@ -76,6 +76,24 @@ def test_streamed_encoder_equals_the_whole_window(small_model, rng):
     np.testing.assert_array_equal(decode(small_model, whole).numpy(), small_model(window, training=False).numpy())
 
 
+def test_decoder_computes_only_the_kept_slices_exactly(small_model, rng):
+    window = tf.constant(rng.uniform(-1, 1, (1, 16, 32, 32, 1)).astype(np.float32))
+    skips = encode(small_model, window)
+    whole = decode(small_model, skips).numpy()
+    for lo, hi in ((0, 12), (4, 12), (4, 16), (0, 16), (3, 9)):
+        part = decode(small_model, skips, keep=(lo, hi)).numpy()
+        assert part.shape == (1, hi - lo, 32, 32, 1)
+        np.testing.assert_array_equal(part, whole[:, lo:hi])
+
+
+def test_blending_modes_take_every_slice_of_the_fast_path(small_model, rng):
+    volume = rng.uniform(-1, 1, (32, 32, 32)).astype(np.float32)
+    for mode in ("mean", "gaussian"):
+        np.testing.assert_array_equal(
+            inference.predict_volume(small_model, volume, mode=mode, crop="off", precision="float32", stream=True),
+            plain_predict_volume(small_model, volume, mode=mode, batch_size=1))
+
+
 def test_streamed_volume_equals_per_window_bit_for_bit(small_model, rng):
     volume = rng.uniform(-1, 1, (40, 32, 32)).astype(np.float32)
     today = plain_predict_volume(small_model, volume, batch_size=1)

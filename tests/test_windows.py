@@ -13,6 +13,7 @@ from planar3d.windows import (
     RECOMPOSE_MODES,
     binarize,
     extract_windows,
+    kept_slices,
     predict_volume,
     recompose,
     window_dataset,
@@ -113,6 +114,20 @@ def test_middle_paper_slices():
         np.testing.assert_array_equal(source[8 * k + 4 : 8 * k + 12, 0], k)
         np.testing.assert_array_equal(source[8 * k + 4 : 8 * k + 12, 1], np.arange(4, 12))
     np.testing.assert_array_equal(source[244:], np.stack([np.full(12, 30), np.arange(4, 16)], axis=1))
+
+
+def test_kept_slices_paper_geometry_and_nothing_else_is_read():
+    assert kept_slices(256) == [(0, 12)] + [(4, 12)] * 29 + [(4, 16)]
+    assert kept_slices(16) == [(0, 16)]
+    for depth, size, stride in ((64, 16, 8), (40, 16, 4), (30, 16, 2)):
+        n = (depth - size) // stride + 1
+        windows = np.random.default_rng(depth).random((n, size, 2, 3, 1), dtype=np.float32)
+        trimmed = np.zeros_like(windows)
+        for k, (lo, hi) in enumerate(kept_slices(depth, size, stride)):
+            trimmed[k, lo:hi] = windows[k, lo:hi]
+        np.testing.assert_array_equal(recompose(trimmed, depth, size, stride).numpy(),
+                                      recompose(windows, depth, size, stride).numpy())
+        assert sum(hi - lo for lo, hi in kept_slices(depth, size, stride)) == depth
 
 
 @pytest.mark.parametrize("depth, size, stride", [(32, 16, 8), (31, 16, 5), (32, 16, 4)])

@@ -71,15 +71,31 @@ def encode(model: Any, inputs: Any) -> dict[str, Any]:
     return skips
 
 
-def decode(model: Any, skips: dict[str, Any]) -> Any:
+def _slice_halo(model: Any, block: int) -> int:
+    """Slices on each side that the two convolutions of decoder ``block`` read beyond an output slice."""
+    return sum((layer.kernel_size[0] - 1) // 2 * layer.dilation_rate[0]
+               for layer in (model.get_layer(f"block{block}_conv1"), model.get_layer(f"block{block}_conv2")))
+
+
+def decode(model: Any, skips: dict[str, Any], keep: tuple[int, int] | None = None) -> Any:
     """The rest of ``model`` from its skips: ``block4_pool``, bottleneck, decoder, output.
+
+    With ``keep=(lo, hi)`` only output slices ``lo .. hi - 1`` are computed: the last
+    (full-resolution) decoder block runs on those slices plus the halo its two convolutions
+    read (2 slices each side, fewer at the window's ends, where the full computation pads with
+    zeros too), its upsampling on the matching half-resolution slices (kernel 2, stride 2: each
+    output slice comes from one input slice). The result equals ``decode(...)[:, lo:hi]``.
+    The paper's middle recomposition keeps 8 of 16 slices of most windows
+    (:func:`planar3d.windows.kept_slices`), so the most expensive block runs on 12 of 16.
 
     Args:
         model: as for :func:`encode`.
         skips: :func:`encode`'s output for whole windows (slices a multiple of 16).
+        keep: ``(lo, hi)`` slices of the window to compute, or ``None`` for all.
 
     Returns:
-        `(batch, slices, rows, cols, 1)` sigmoid probabilities, as ``model(inputs)``.
+        `(batch, slices, rows, cols, 1)` sigmoid probabilities, as ``model(inputs)`` (only
+        ``hi - lo`` slices with ``keep``).
 
     Raises:
         Planar3DError: a skip is missing.
@@ -92,9 +108,18 @@ def decode(model: Any, skips: dict[str, Any]) -> Any:
     for name in BOTTLENECK_SOURCES:
         x = model.get_layer(name)(x)
     x = model.get_layer("block5_residual")([pooled, x])
+    last = list(DECODER_SKIPS)[-1]
     for block, (_, _, skip) in DECODER_SKIPS.items():
+        skip_features = skips[skip]
+        if block == last and keep is not None:
+            lo, hi = keep
+            halo, slices = _slice_halo(model, block), skip_features.shape[1]
+            start, stop = max(0, lo - halo) // 2 * 2, min(slices, -(-(hi + halo) // 2) * 2)  # even: one input slice -> two
+            x, skip_features = x[:, start // 2 : stop // 2], skip_features[:, start:stop]
         up = model.get_layer(f"block{block}_up")(x)
-        up = model.get_layer(f"block{block}_skip")([up, skips[skip]])
+        up = model.get_layer(f"block{block}_skip")([up, skip_features])
         c2 = model.get_layer(f"block{block}_conv2")(model.get_layer(f"block{block}_conv1")(up))
         x = model.get_layer(f"block{block}_residual")([up, c2])
+        if block == last and keep is not None:
+            x = x[:, lo - start : hi - start]
     return model.get_layer("output")(x)
