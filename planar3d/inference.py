@@ -1,7 +1,7 @@
 """Fast inference of one preprocessed scan: only the head, each slice encoded once, bfloat16 where native.
 
 :func:`predict_volume` computes what :func:`planar3d.windows.predict_volume` computes (window,
-predict, recompose, optional flips) with three levers, each optional:
+predict, recompose, optional flips) with these levers, each optional:
 
 * ``crop``: the network runs on the head's rows x cols only (:mod:`planar3d.foreground`);
   windows without head are skipped; the prediction is pasted back, 0 outside the crop.
