@@ -379,18 +379,14 @@ def _levers(args: argparse.Namespace, scratch: Path, say, flush) -> None:
     say(f"| today: whole FOV, per window, float32 | {today['s']:.0f} / {today['cpu']:.0f} | {today['forward_s']:.0f} / {today['forward_cpu']:.0f} "
         f"| 1 | 1 | {today['peak']:.2f} | 1 | {_compare(today['prob'], today['prob'], head)['lesions_today']} | 0 |")
     flush()
-    fast = whole(defaults, True, "fast")
-    row = _compare(fast["prob"], today["prob"], head)
-    say(f"| **defaults: crop auto + stream + {auto}** | {fast['s']:.0f} / {fast['cpu']:.0f} | {fast['forward_s']:.0f} / {fast['forward_cpu']:.0f} | "
-        f"**{fast['cpu'] / today['cpu']:.3f}** ({fast['s'] / today['s']:.3f}) | {fast['forward_cpu'] / today['forward_cpu']:.3f} "
-        f"({fast['forward_s'] / today['forward_s']:.3f}) | {fast['peak']:.2f} | {row['dice']:.4f} | {row['lesions_fast']} | {row['max_diff_head']:.2e} |")
-    flush()
-    fast32 = whole(make_config("paper", size=size, precision="float32"), True, "fast32")
-    row = _compare(fast32["prob"], today["prob"], head)
-    say(f"| **crop auto + stream, float32** | {fast32['s']:.0f} / {fast32['cpu']:.0f} | {fast32['forward_s']:.0f} / {fast32['forward_cpu']:.0f} | "
-        f"**{fast32['cpu'] / today['cpu']:.3f}** ({fast32['s'] / today['s']:.3f}) | {fast32['forward_cpu'] / today['forward_cpu']:.3f} "
-        f"({fast32['forward_s'] / today['forward_s']:.3f}) | {fast32['peak']:.2f} | {row['dice']:.4f} | {row['lesions_fast']} | {row['max_diff_head']:.2e} |")
-    flush()
+    for label, config, name in ((f"defaults: crop auto + stream + {auto}", defaults, "fast"),
+                                ("crop auto + stream, float32", make_config("paper", size=size, precision="float32"), "fast32")):
+        fast = whole(config, True, name)
+        row = _compare(fast["prob"], today["prob"], head)
+        say(f"| **{label}** | {fast['s']:.0f} / {fast['cpu']:.0f} | {fast['forward_s']:.0f} / {fast['forward_cpu']:.0f} | "
+            f"**{fast['cpu'] / today['cpu']:.3f}** ({fast['s'] / today['s']:.3f}) | {fast['forward_cpu'] / today['forward_cpu']:.3f} "
+            f"({fast['forward_s'] / today['forward_s']:.3f}) | {fast['peak']:.2f} | {row['dice']:.4f} | {row['lesions_fast']} | {row['max_diff_head']:.2e} |")
+        flush()
     if args.quick:
         say("")
         return
