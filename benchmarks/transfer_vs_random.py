@@ -88,9 +88,9 @@ def _write_outputs(args: argparse.Namespace, argv: list[str] | None, curves: dic
         "# Transfer vs random encoders at the same budget",
         "",
         f"Preset `{args.preset}`, {epochs} epochs, fold {args.fold}, seeds {seeds}, data: "
-        f"{args.data or 'built-in phantom'}; early stopping off; the test uses the best epoch by "
+        f"{args.data or f'built-in phantom ({args.phantom_mode} mode)'}; early stopping off; the test uses the best epoch by "
         "validation loss. Test Dice per held-out scan at the preset's threshold. Per-scan values: "
-        "`transfer_vs_random.csv`.",
+        f"`{args.name}.csv`.",
         "",
         f"Command: `{command.strip()}`",
         "",
@@ -140,12 +140,12 @@ def _write_outputs(args: argparse.Namespace, argv: list[str] | None, curves: dic
             val = ", ".join(f"{d:.3f}" for d in curves[variant][seed])
             per_scan = ", ".join(f"{row['patient']} {row['dice']:.3f}" for row in rows)
             lines.append(f"| {variant} | {seed} | {val} | {per_scan} | {statistics.mean(r['dice'] for r in rows):.3f} |")
-    lines += ["", "![validation Dice per epoch](transfer_vs_random.png)", "", f"Machine: {machine()}", ""]
-    markdown = write_text_atomic(args.docs / "transfer_vs_random.md", "\n".join(lines))
-    write_rows(args.docs / "transfer_vs_random.csv", csv_rows)
-    figure = args.docs / "transfer_vs_random.png"
+    lines += ["", f"![validation Dice per epoch]({args.name}.png)", "", f"Machine: {machine()}", ""]
+    markdown = write_text_atomic(args.docs / f"{args.name}.md", "\n".join(lines))
+    write_rows(args.docs / f"{args.name}.csv", csv_rows)
+    figure = args.docs / f"{args.name}.png"
     _plot_curves(curves, figure, f"validation Dice, preset {args.preset}, fold {args.fold}")
-    print(f"wrote {markdown}, {args.docs / 'transfer_vs_random.csv'} and {figure}", flush=True)
+    print(f"wrote {markdown}, {args.docs / f'{args.name}.csv'} and {figure}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,11 +156,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fold", type=int, default=4, help="cross-validation fold (default 4, the demo's)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated (default all: {','.join(VARIANTS)})")
     parser.add_argument("--data", default=None, help="dataset folder (default: the built-in phantom)")
+    parser.add_argument("--phantom-mode", choices=("simple", "realistic"), default=None,
+                        help="built-in phantom's mode (default: the preset's)")
     parser.add_argument("--empty-window-weight", type=float, default=None,
                         help="1 trains on every window, 0 only on windows with lesions (default: the preset's)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "transfer_vs_random",
                         help="run folder (default runs/transfer_vs_random)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="folder for the .md and .png (default docs/)")
+    parser.add_argument("--name", default="transfer_vs_random",
+                        help="file stem of the .md, .csv and .png in --docs (default transfer_vs_random)")
     from planar3d.cli import add_launcher_flags
 
     add_launcher_flags(parser)  # --launcher local|slurm: one job per (seed, variant), see planar3d.launch
@@ -178,11 +182,12 @@ def main(argv: list[str] | None = None) -> None:
     for seed in seeds:
         for variant in variants:
             config = make_config(args.preset, seed=seed, epochs=args.epochs, data=args.data,
-                                 empty_window_weight=args.empty_window_weight, **VARIANTS[variant])
+                                 phantom_mode=args.phantom_mode, empty_window_weight=args.empty_window_weight, **VARIANTS[variant])
             config.patience = config.epochs  # same budget for every variant: no early stopping
             config.folds = [args.fold]
             tasks.append(Task(seed, args.fold, config, args.out / f"seed_{seed}" / variant, variant))
     epochs = tasks[0].config.epochs
+    args.phantom_mode = tasks[0].config.phantom_mode  # the preset's when not given, for the report
     curves: dict[str, dict[int, list[float]]] = {v: {} for v in variants}
     test: dict[str, dict[int, list[dict]]] = {v: {} for v in variants}
     if args.launcher != "none":
