@@ -256,17 +256,17 @@ def make_config(preset: str = "paper", **overrides: Any) -> Config:
     return Config(preset=preset, **values).validate()
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read a ``config.json`` (or YAML) written next to a run.
+def read_mapping_file(path: Path, what: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML (``.yaml``/``.yml``) or JSON file (any other suffix).
 
     Raises:
-        InputFileError: missing file, unreadable content or unknown settings.
+        InputFileError: one line naming the file and ``what`` it should hold (e.g.
+            ``"configuration"``): missing, unreadable, or not a mapping.
     """
-    path = Path(path)
     if not path.is_file():
-        raise InputFileError(path, "configuration file not found")
-    text = path.read_text(encoding="utf-8")
+        raise InputFileError(path, f"{what} file not found")
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
@@ -274,9 +274,20 @@ def load_config(path: str | os.PathLike) -> Config:
         else:
             values = json.loads(text)
     except Exception as error:
-        raise InputFileError(path, f"not a readable configuration ({error})") from error
+        raise InputFileError(path, f"not a readable {what} file ({error})") from error
     if not isinstance(values, dict):
-        raise InputFileError(path, "configuration must be a mapping of settings")
+        raise InputFileError(path, f"{what} must be a mapping of names to values")
+    return values
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read a ``config.json`` (or YAML) written next to a run.
+
+    Raises:
+        InputFileError: missing file, unreadable content or unknown settings.
+    """
+    path = Path(path)
+    values = read_mapping_file(path, "configuration")
     names = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(values) - names)
     if unknown:

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from planar3d.config import read_mapping_file
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.grid import JOBS_NAME, Task, read_jobs
 
@@ -127,20 +128,7 @@ def slurm_minutes(value: int | str) -> int:
 
 
 def _read_options_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputFileError(path, "SLURM options file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text)
-        else:
-            values = json.loads(text)
-    except Exception as error:
-        raise InputFileError(path, f"not readable YAML/JSON ({error})") from error
-    if not isinstance(values, dict):
-        raise InputFileError(path, "SLURM options must be a mapping of option names to values")
+    values = read_mapping_file(path, "SLURM options")
     return {str(k).removeprefix("slurm_").replace("-", "_"): v for k, v in values.items()}
 
 

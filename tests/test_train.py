@@ -59,6 +59,20 @@ def test_config_round_trip(tmp_path):
         load_config(tmp_path / "bad.json")
 
 
+def test_config_files_read_as_yaml_or_json_with_one_line_errors(tmp_path):
+    config = make_config("demo", seed=3)
+    (tmp_path / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.to_dict().items()))
+    assert load_config(tmp_path / "config.yaml") == config
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "cut.json").write_text('{"seed": ')
+    for name, message in (("missing.json", "configuration file not found"),
+                          ("list.json", "configuration must be a mapping of names to values"),
+                          ("cut.json", "not a readable configuration file (Expecting value")):
+        with pytest.raises(Planar3DError) as error:
+            load_config(tmp_path / name)
+        assert str(error.value).startswith(f"{tmp_path / name}: {message}")
+
+
 def test_phantom_and_robust_flags_reach_the_config_and_the_data(monkeypatch, tmp_path):
     from planar3d import phantom
     from planar3d.cli import add_config_flags, config_from_args, make_parser
