@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = [
     "folder_mode",
     "fsync_folder",
     "publish_folder",
+    "replace_folder",
     "temp_folder",
     "umask",
     "write_error",
@@ -172,6 +174,31 @@ def temp_folder(parent: str | os.PathLike, prefix: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(folder, folder_mode())
     return folder
+
+
+@contextlib.contextmanager
+def replace_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``target`` to fill; when the block ends without an
+    error, ``target`` (if any) is removed and the folder, synced to disk, renamed onto it.
+
+    On an error the temporary folder is removed and ``target`` is left as it was.
+
+    Raises:
+        InputFileError: ``target`` reappeared between its removal and the rename (another process).
+    """
+    import shutil
+
+    target = Path(target)
+    tmp = temp_folder(target.parent, prefix=f".tmp-{target.name}-")
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        if not publish_folder(tmp, target):
+            raise InputFileError(target, "output appeared while writing")
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def publish_folder(tmp: str | os.PathLike, target: str | os.PathLike) -> bool:

@@ -552,7 +552,7 @@ def write_bids_dataset(records: Sequence, root: str | os.PathLike, name: str = "
     """
     import shutil
 
-    from planar3d.atomic import publish_folder, temp_folder
+    from planar3d.atomic import replace_folder
 
     root = Path(root)
     if root.exists() and not overwrite:
@@ -565,8 +565,7 @@ def write_bids_dataset(records: Sequence, root: str | os.PathLike, name: str = "
             if path is not None and not str(path).endswith(".nii.gz"):
                 raise InputFileError(path, "expected a .nii.gz file")
     scanners = MSSEG2016_SCANNERS if scanners is None else scanners
-    tmp = temp_folder(root.parent, prefix=f".tmp-{root.name}-")  # mode from the umask, not 0700
-    try:
+    with replace_folder(root) as tmp:  # synced to disk, then renamed onto root
         description = {"Name": name, "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
                        "GeneratedBy": [{"Name": "planar3d", "Description": "planar3d.bidsio.write_bids_dataset"}]}
         _write_json(tmp / _DESCRIPTION, description)
@@ -592,13 +591,6 @@ def write_bids_dataset(records: Sequence, root: str | os.PathLike, name: str = "
                 target.mkdir(parents=True)
                 mask_name = format_name({**entities, "space": "orig", "label": "lesion"}, "mask", ".nii.gz")
                 shutil.copyfile(record.mask, target / mask_name)
-        if root.exists():
-            shutil.rmtree(root)
-        if not publish_folder(tmp, root):  # synced to disk, then renamed
-            raise InputFileError(root, "output appeared while writing")
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return root
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from planar3d.atomic import publish_folder, temp_folder
+from planar3d.atomic import replace_folder
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.io import MSSEG_MASK_NAME, MSSEG_SCAN_NAME, Record, find_msseg2016
 
@@ -183,8 +182,7 @@ def make_phantom_dataset(
 
         sites = lesion_anatomy(anatomy)
     subjects = []
-    tmp = temp_folder(root.parent, prefix=f".tmp-{root.name}-")
-    try:
+    with replace_folder(root) as tmp:  # synced to disk, then renamed onto root
         for spec in CENTRES:
             ids = _patient_ids(spec.centre, n_per_centre, rng)
             subject_rngs = [np.random.default_rng(rng.integers(2**63)) for _ in ids] if sites is not None else None
@@ -222,13 +220,6 @@ def make_phantom_dataset(
                 )
         info = {"version": PHANTOM_VERSION, "options": options, "subjects": subjects}
         (tmp / INFO_NAME).write_text(json.dumps(info, indent=2), encoding="utf-8")
-        if root.exists():
-            shutil.rmtree(root)
-        if not publish_folder(tmp, root):  # synced to disk, then renamed
-            raise InputFileError(root, "output appeared while generating")
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return find_msseg2016(root, require_masks=True)
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from planar3d import atomic
-from planar3d.atomic import atomic_path, check_destinations, publish_folder, temp_folder, umask, write_text_atomic
+from planar3d.atomic import (atomic_path, check_destinations, publish_folder, replace_folder, temp_folder, umask,
+                             write_text_atomic)
 from planar3d.errors import InputFileError, OutputError
 from planar3d.io import save_nifti
 
@@ -58,6 +59,23 @@ def test_outputs_get_the_mode_the_umask_implies(tmp_path, process_umask):
     assert text.read_text() == "hello\n"
     assert _listing(tmp_path) == ["cache", "cache/entry", "cache/entry/volume.npy", "new", "new/mask.nii.gz",
                                   "new/summary.md"]
+
+
+def test_replace_folder_swaps_in_the_new_tree_or_leaves_the_old_one(tmp_path, process_umask):
+    target = tmp_path / "dataset"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with replace_folder(target) as tmp:
+            (tmp / "half.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert _listing(tmp_path) == ["dataset", "dataset/old.txt"]  # old tree kept, no temporary folder left
+    with replace_folder(target) as tmp:
+        assert tmp.parent == tmp_path and not (tmp / "old.txt").exists()
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "new.txt").write_text("new")
+    assert _listing(tmp_path) == ["dataset", "dataset/sub", "dataset/sub/new.txt"]
+    assert _mode(target) == 0o777 & ~process_umask, oct(_mode(target))
 
 
 def test_the_file_is_synced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
