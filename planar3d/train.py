@@ -44,8 +44,32 @@ MULTIWORKER_UNSUPPORTED = (
 )
 
 
+def source_revision(package: Path | None = None) -> str | None:
+    """The git commit planar3d runs from, with ``-dirty`` when tracked files differ from it;
+    None unless the package is the ``planar3d/`` folder of a git checkout's root (an installed
+    wheel, or a copy inside another repository) or without git. ``package``: the folder to
+    ask about (default: this package's)."""
+    import subprocess
+
+    package = Path(__file__).resolve().parent if package is None else Path(package).resolve()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != package.parent:
+            return None
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
 def versions() -> dict[str, object]:
-    """Versions of Python and of every library a result depends on, and under ``machine``
+    """Versions of Python and of every library a result depends on, the git commit of the
+    source (:func:`source_revision`), and under ``machine``
     the CPU's instruction sets, thread counts and oneDNN settings
     (:func:`planar3d.machine.numerics_record`): what makes float results differ between
     machines."""
@@ -58,7 +82,7 @@ def versions() -> dict[str, object]:
     from planar3d.machine import numerics_record
 
     return {
-        "planar3d": planar3d.__version__, "python": platform.python_version(), "tensorflow": tf.__version__,
+        "planar3d": planar3d.__version__, "planar3d_source": source_revision(), "python": platform.python_version(), "tensorflow": tf.__version__,
         "keras": keras.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
         "nibabel": nibabel.__version__, "platform": platform.platform(),
         "gpus": str([d.name for d in tf.config.list_physical_devices("GPU")]),

@@ -74,3 +74,21 @@ def test_rerun_in_a_new_process_is_bit_identical(home, tmp_path):
     assert machine["cpu_isa"] == cpu_isa_flags() and machine["op_determinism"] is True
     assert machine["cpu_count"] == os.cpu_count() and isinstance(machine["onednn_env"], dict)
     assert [r["dice"] for r in first] == [r["dice"] for r in train.read_metrics(two / "metrics.csv")]
+
+
+def test_versions_name_the_source_commit_of_a_checkout_and_none_elsewhere(tmp_path):
+    from planar3d.train import source_revision
+
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if not head:
+        pytest.skip("the tests do not run from a git checkout")
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    assert source_revision() == head + ("-dirty" if dirty else "")
+    # a planar3d folder inside another repository's subfolder is not that repository's commit
+    copy = tmp_path / "other" / "lib" / "planar3d"
+    copy.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "other")], check=True)
+    assert source_revision(copy) is None
+    assert source_revision(tmp_path) is None  # no repository at all
