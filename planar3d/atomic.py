@@ -186,8 +186,6 @@ def replace_folder(target: str | os.PathLike) -> Iterator[Path]:
     Raises:
         InputFileError: ``target`` reappeared between its removal and the rename (another process).
     """
-    import shutil
-
     target = Path(target)
     tmp = temp_folder(target.parent, prefix=f".tmp-{target.name}-")
     try:

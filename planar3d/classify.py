@@ -276,14 +276,10 @@ def train_classifier_fold(
     Raises:
         Planar3DError: bad data or labels, fold out of range, a run folder from another config.
     """
-    import keras
-    import tensorflow as tf
-
-    from planar3d.callbacks import AtomicBackupAndRestore, BestModelCheckpoint, LearningCurves, ResumableEarlyStopping
     from planar3d.data import default_cache_dir, load_cases
     from planar3d.labels import write_labels
-    from planar3d.train import (DONE_NAME, _check_run_dir, _read_log, _strategy, _truncate_log, fold_split,
-                                mixed_precision_policy, versions, write_rows)
+    from planar3d.train import (DONE_NAME, _check_run_dir, _read_log, _strategy, fit_resumable, fold_split, seed_run,
+                                write_rows, write_run_record)
 
     config.validate()
     if config.task != "classification":
@@ -303,42 +299,21 @@ def train_classifier_fold(
     cases = load_cases(records, size=config.size, cache_dir=config.cache_dir or default_cache_dir(),
                        robust=config.robust_normalisation)
     by_id = {case.patient_id: case for case in cases}
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy(mixed_precision_policy())
+    seed_run(config)
     with _strategy(config.strategy).scope():
         model = build_classifier_from_config(config, n_classes)
         _compile(model, config, n_classes, steps)
 
     # Nothing is written before the data, the labels and the weights have loaded.
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    split = {"fold": fold, "train": train_ids, "validation": val_ids, "test": test_ids}
-    write_text_atomic(fold_dir / "config.json", config.to_json())
-    write_text_atomic(fold_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
-    write_text_atomic(fold_dir / "split.json", json.dumps(split, indent=2) + "\n")
+    write_run_record(fold_dir, config, {"fold": fold, "train": train_ids, "validation": val_ids, "test": test_ids})
     write_labels(fold_dir / LABELS_NAME, labels, overwrite=True)
 
-    backup = AtomicBackupAndRestore(fold_dir / "backup")
-    first_epoch = backup.saved_epoch()
-    log_path = fold_dir / "log.csv"
-    history = _truncate_log(log_path, first_epoch)
-    train_ds = _dataset([by_id[i].volume for i in train_ids], [labels[i] for i in train_ids], config, first_epoch)
-    val_ds = _dataset([by_id[i].volume for i in val_ids], [labels[i] for i in val_ids], config, None)
-    if first_epoch:
-        print(f"fold {fold}: resuming after epoch {first_epoch} from {fold_dir / 'backup'}")
-    callbacks = [
-        _epoch_seeds_callback(),
-        keras.callbacks.CSVLogger(str(log_path), append=True),
-        ResumableEarlyStopping(history, monitor="val_loss", patience=config.patience),
-        BestModelCheckpoint(fold_dir / "best.keras", history),
-        LearningCurves(log_path, fold_dir / "curves.png", title=f"fold {fold} (classification)"),
-        *extra_callbacks,
-        backup,  # last: an epoch counts as finished once everything above has run
-    ]
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
-              callbacks=callbacks, verbose=verbose)
+    def datasets(first_epoch: int):
+        return (_dataset([by_id[i].volume for i in train_ids], [labels[i] for i in train_ids], config, first_epoch),
+                _dataset([by_id[i].volume for i in val_ids], [labels[i] for i in val_ids], config, None), steps)
+
+    log_path = fit_resumable(model, fold_dir, config, datasets, title=f"fold {fold} (classification)",
+                             first_callbacks=[_epoch_seeds_callback()], extra_callbacks=extra_callbacks, verbose=verbose)
 
     # evaluate the best epoch on the test scans
     best = load_classifier(fold_dir / "best.keras")

@@ -311,12 +311,79 @@ def train_fold(
         return _train_fold(config, fold, out_dir, overwrite, resume, extra_callbacks, verbose)
 
 
-def _train_fold(config: Config, fold: int, out_dir: str | Path, overwrite: bool, resume: bool | None,
-                extra_callbacks: Sequence, verbose: int | str) -> list[dict]:
+def seed_run(config: Config) -> None:
+    """Seed Python, NumPy and Keras from ``config.seed``; turn on op determinism and the mixed
+    precision policy where the config asks. Call before the model is built."""
     import keras
     import tensorflow as tf
 
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy(mixed_precision_policy())
+
+
+def write_run_record(fold_dir: Path, config: Config, split: dict) -> None:
+    """``config.json``, ``versions.json`` and ``split.json`` of a fold, atomically."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(fold_dir / "config.json", config.to_json())
+    write_text_atomic(fold_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
+    write_text_atomic(fold_dir / "split.json", json.dumps(split, indent=2) + "\n")
+
+
+def fit_resumable(model, fold_dir: Path, config: Config, make_datasets, title: str, first_callbacks: Sequence = (),
+                  extra_callbacks: Sequence = (), verbose: int | str = "auto") -> Path:
+    """Fit ``model`` for ``config.epochs``, resuming from ``fold_dir/backup`` after a kill.
+
+    Writes ``log.csv`` (rows of epochs after the backup's dropped first), ``best.keras`` (best
+    ``val_loss``), ``curves.png`` and the backup; stops early after ``config.patience`` epochs
+    without improvement, counted over the whole run.
+
+    Args:
+        make_datasets: ``first_epoch -> (train_ds, val_ds, steps_per_epoch)``; the training
+            data of a resumed run starts at ``first_epoch``'s shuffle.
+        title: the learning curves' title.
+        first_callbacks: callbacks run before the logger (e.g. per-epoch seeds).
+        extra_callbacks: callbacks run after the others, before the backup is written.
+
+    Returns:
+        The path of ``log.csv``.
+    """
+    import keras
+
     from planar3d.callbacks import AtomicBackupAndRestore, BestModelCheckpoint, LearningCurves, ResumableEarlyStopping
+
+    backup = AtomicBackupAndRestore(fold_dir / "backup")
+    first_epoch = backup.saved_epoch()
+    log_path = fold_dir / "log.csv"
+    history = _truncate_log(log_path, first_epoch)
+    train_ds, val_ds, steps = make_datasets(first_epoch)
+    if first_epoch:
+        print(f"{fold_dir.name.replace('_', ' ')}: resuming after epoch {first_epoch} from {fold_dir / 'backup'}")
+    callbacks = [
+        *first_callbacks,
+        keras.callbacks.CSVLogger(str(log_path), append=True),
+        ResumableEarlyStopping(history, monitor="val_loss", patience=config.patience),
+        BestModelCheckpoint(fold_dir / "best.keras", history),
+        LearningCurves(log_path, fold_dir / "curves.png", title=title),
+        *extra_callbacks,
+        backup,  # last: an epoch counts as finished once everything above has run
+    ]
+    # shuffle=False: the datasets shuffle themselves, per (seed, epoch)
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
+                  callbacks=callbacks, verbose=verbose)
+    except BaseException:
+        if verbose and sys.stdout.isatty():  # end Keras' unfinished progress line before the error
+            print(file=sys.stdout, flush=True)
+        raise
+    return log_path
+
+
+def _train_fold(config: Config, fold: int, out_dir: str | Path, overwrite: bool, resume: bool | None,
+                extra_callbacks: Sequence, verbose: int | str) -> list[dict]:
+    import keras
 
     records = dataset_records(config)
     train_ids, val_ids, test_ids = fold_split(records, fold, config.split)
@@ -329,47 +396,20 @@ def _train_fold(config: Config, fold: int, out_dir: str | Path, overwrite: bool,
                        robust=config.robust_normalisation)
     by_id = {case.patient_id: case for case in cases}
 
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy(mixed_precision_policy())
+    seed_run(config)
     steps_per_epoch = math.ceil(_n_windows([by_id[i] for i in train_ids], config) / config.batch_size)
     with _strategy(config.strategy).scope():
         model = build_from_config(config)
         _compile(model, config, steps_per_epoch)
 
     # Nothing is written before the data and the weights have loaded.
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    split = {"split": config.split, "fold": fold, "train": train_ids, "validation": val_ids, "test": test_ids}
-    write_text_atomic(fold_dir / "config.json", config.to_json())
-    write_text_atomic(fold_dir / "versions.json", json.dumps(versions(), indent=2) + "\n")
-    write_text_atomic(fold_dir / "split.json", json.dumps(split, indent=2) + "\n")
-
-    backup = AtomicBackupAndRestore(fold_dir / "backup")
-    first_epoch = backup.saved_epoch()
-    log_path = fold_dir / "log.csv"
-    history = _truncate_log(log_path, first_epoch)
-    train_ds, val_ds, steps = _datasets([by_id[i] for i in train_ids], [by_id[i] for i in val_ids], config, first_epoch)
-    if first_epoch:
-        print(f"fold {fold}: resuming after epoch {first_epoch} from {fold_dir / 'backup'}")
-    callbacks = [
-        keras.callbacks.CSVLogger(str(log_path), append=True),
-        keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), histogram_freq=0, write_graph=False),
-        ResumableEarlyStopping(history, monitor="val_loss", patience=config.patience),
-        BestModelCheckpoint(fold_dir / "best.keras", history),
-        LearningCurves(log_path, fold_dir / "curves.png", title=f"fold {fold}"),
-        *extra_callbacks,
-        backup,  # last: an epoch counts as finished once everything above has run
-    ]
-    # shuffle=False: the dataset shuffles itself, per (seed, epoch)
-    try:
-        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, steps_per_epoch=steps, shuffle=False,
-                  callbacks=callbacks, verbose=verbose)
-    except BaseException:
-        if verbose and sys.stdout.isatty():  # end Keras' unfinished progress line before the error
-            print(file=sys.stdout, flush=True)
-        raise
+    write_run_record(fold_dir, config, {"split": config.split, "fold": fold, "train": train_ids,
+                                        "validation": val_ids, "test": test_ids})
+    tensorboard = keras.callbacks.TensorBoard(str(fold_dir / "tensorboard"), histogram_freq=0, write_graph=False)
+    log_path = fit_resumable(
+        model, fold_dir, config,
+        lambda first_epoch: _datasets([by_id[i] for i in train_ids], [by_id[i] for i in val_ids], config, first_epoch),
+        title=f"fold {fold}", first_callbacks=[tensorboard], extra_callbacks=extra_callbacks, verbose=verbose)
     rows = evaluate_fold(fold_dir, [by_id[i] for i in test_ids], config, fold)
     write_text_atomic(fold_dir / DONE_NAME, json.dumps({"fold": fold, "epochs": len(_read_log(log_path))}) + "\n")
     return rows
