@@ -250,7 +250,6 @@ def _trained_at(size: int, trained: str | None):
 def _agreement(args: argparse.Namespace, say) -> None:
     """The demo's trained model on its phantom test scans: fast vs today's path, per lever, and --tta cost."""
     import nibabel as nib
-    import numpy as np
 
     from planar3d import inference
     from planar3d.config import load_config
@@ -317,7 +316,6 @@ def _area(boxes, size: int) -> float:
 def _levers(args: argparse.Namespace, scratch: Path, say, flush) -> None:
     """Whole predict_scan today vs fast at --size, and each lever's own forward ratio, one process."""
     import nibabel as nib
-    import numpy as np
 
     import planar3d.pipeline as pipeline
     from planar3d import inference
@@ -517,7 +515,7 @@ def _part_rss(args: argparse.Namespace, scratch: Path, say) -> None:
         f"Phantom subject {record.name}, native grid {'x'.join(map(str, nib.load(scan).shape))}; "
         f"`build_model((16, {args.size}, {args.size}, 1), encoder_weights=None)`; each variant in its own process "
         "(TensorFlow, model, scan, report and QC overlay included); peak RSS = `ru_maxrss` from `wait4`.", "",
-        f"| variant | process wall s | predict_scan s | peak RSS GB (goal ≤ 4) |", "|---|---:|---:|---:|")
+        "| variant | process wall s | predict_scan s | peak RSS GB (goal ≤ 4) |", "|---|---:|---:|---:|")
     for variant, label in (("today", "today: whole FOV, per window, float32"), ("defaults", "defaults: crop auto + stream + precision auto")):
         run = _child_result(_run([sys.executable, __file__, "--child", "end-to-end", "--variant", variant,
                                   "--model", str(model), "--scan", str(scan), "--output-dir", str(out)]))

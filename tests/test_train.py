@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from planar3d import crossval, predict, train
-from planar3d.config import Config, load_config, make_config
+from planar3d.config import load_config, make_config
 from planar3d.errors import Planar3DError
 from planar3d.metrics import lesion_detection, sensitivity
 from planar3d.windows import window_dataset
@@ -324,7 +324,7 @@ def test_crossval_summary_and_predict_cli(trained, tmp_path, capsys):
     crossval.run_crossval(config, out, folds=[2])
     summary = (out / "summary.md").read_text()
     dice = np.array([r["dice"] for r in rows])
-    assert f"| dice (planar3d) | " in summary and f"{dice.mean():.2f} ± {dice.std():.2f} (n=3) |" in summary
+    assert "| dice (planar3d) | " in summary and f"{dice.mean():.2f} ± {dice.std():.2f} (n=3) |" in summary
     assert "built-in phantom (NOT MSSEG-2016)" in summary
     assert (out / "boxplot.png").stat().st_size > 0
     with (out / "results.csv").open() as handle:
