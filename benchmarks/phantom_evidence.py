@@ -97,7 +97,8 @@ def report(demo: dict[str, list[dict]], tvr: dict[str, dict[str, list[dict]]], l
     lines = ["# The phantom's two modes, and leave-one-centre-out", "",
              f"Tables from per-scan CSVs; command: `{command}`. Means ± sample sd over seeds of each "
              "seed's mean test Dice (n = seeds); intervals: 95 % two-way bootstrap over seeds and scans "
-             "(`planar3d.stats`). Phantom figures, not MSSEG-2016 ones.", "",
+             "(`planar3d.stats`); with n seeds the per-seed Wilcoxon test cannot go below p = 2 / 2^n "
+             "(0.0625 for 5). Phantom figures, not MSSEG-2016 ones.", "",
              "## The demo on both modes", "",
              "`python -m planar3d.crossval --preset demo --seeds 0 1 2 3 4 [--phantom-mode realistic]` "
              "(fold 4: one test scan per centre).", "",
