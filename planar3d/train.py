@@ -82,8 +82,8 @@ def versions() -> dict[str, object]:
     from planar3d.machine import numerics_record
 
     return {
-        "planar3d": planar3d.__version__, "planar3d_source": source_revision(), "python": platform.python_version(), "tensorflow": tf.__version__,
-        "keras": keras.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+        "planar3d": planar3d.__version__, "planar3d_source": source_revision(), "python": platform.python_version(),
+        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
         "nibabel": nibabel.__version__, "platform": platform.platform(),
         "gpus": str([d.name for d in tf.config.list_physical_devices("GPU")]),
         "machine": numerics_record(),
@@ -336,9 +336,9 @@ def fit_resumable(model, fold_dir: Path, config: Config, make_datasets, title: s
                   extra_callbacks: Sequence = (), verbose: int | str = "auto") -> Path:
     """Fit ``model`` for ``config.epochs``, resuming from ``fold_dir/backup`` after a kill.
 
-    Writes ``log.csv`` (rows of epochs after the backup's dropped first), ``best.keras`` (best
-    ``val_loss``), ``curves.png`` and the backup; stops early after ``config.patience`` epochs
-    without improvement, counted over the whole run.
+    Writes ``log.csv`` (on resume, rows of epochs the backup does not hold are dropped first),
+    ``best.keras`` (best ``val_loss``), ``curves.png`` and the backup; stops early after
+    ``config.patience`` epochs without improvement, counted over the whole run.
 
     Args:
         make_datasets: ``first_epoch -> (train_ds, val_ds, steps_per_epoch)``; the training
