@@ -37,7 +37,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from _common import interleaved_medians, machine  # noqa: E402
 
-MAPPINGS = ("planar", "acs", "soft_acs", "inflate", "none")
+from planar3d.config import MAPPINGS  # noqa: E402
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 #: Baheti et al. 2023, Table 1 (BraTS 2020, 4 MRI sequences, 64^3 patches).
 PAPER_TABLE1 = {"Standard ResUNet (3D, random)": 33_377_000, "ResNet50 + UNet (ACS)": 25_821_000}
@@ -77,7 +78,7 @@ def _child(args: argparse.Namespace) -> None:
     import keras
     import numpy as np
 
-    from planar3d.losses import bce_dice_loss
+    from planar3d.nets.losses import bce_dice_loss
     from planar3d.nets.heads import build_segmenter
 
     window = (args.slices, args.size, args.size, 1)

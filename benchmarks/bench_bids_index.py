@@ -6,7 +6,7 @@ files: neither indexer reads voxels), a ``participants.tsv`` with a ``site`` col
 ``derivatives/manual`` pipeline with one ``label-lesion_mask`` per FLAIR: 1,354 files at 100
 subjects. Timed, in this process, interleaved (median of ``--repeats``):
 
-* planar3d: ``planar3d.bidsio.find_bids_scans(root, masks_from="manual")`` (FLAIR, mask,
+* planar3d: ``planar3d.io.bids.find_bids_scans(root, masks_from="manual")`` (FLAIR, mask,
   sidecar with inheritance, centre from the scanner);
 * pybids (when importable here or in ``--pybids-python``'s interpreter, in fresh
   subprocesses so the import is cold for Python): ``import bids``, then
@@ -87,7 +87,7 @@ def main() -> int:
                         help="interpreter that has pybids installed; default: this one")
     args = parser.parse_args()
 
-    from planar3d.bidsio import find_bids_scans
+    from planar3d.io.bids import find_bids_scans
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bids"
@@ -105,7 +105,7 @@ def main() -> int:
     print(f"tree: {args.subjects} subjects, {len(scans)} FLAIR scans, {n_files} files | "
           f"{os.cpu_count()} CPU | ISA: {isa_flags()} | Python {sys.version.split()[0]}")
     mine = statistics.median(ours)
-    print(f"planar3d.bidsio.find_bids_scans: {mine:.3f} s (median of {args.repeats})")
+    print(f"planar3d.io.bids.find_bids_scans: {mine:.3f} s (median of {args.repeats})")
     if theirs:
         import_s, index_s, query_s = (statistics.median(row[i] for row in theirs) for i in range(3))
         print(f"pybids {theirs[0][5]}: import {import_s:.2f} s, BIDSLayout index {index_s:.2f} s, query {query_s:.2f} s "

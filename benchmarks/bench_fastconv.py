@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 from _common import interleaved_medians, machine  # noqa: E402
 from _fastconv import FastConv3D  # noqa: E402
-from planar3d.losses import bce_dice_loss  # noqa: E402
+from planar3d.nets.losses import bce_dice_loss  # noqa: E402
 from planar3d.nets.model import DECODER_SKIPS, build_model  # noqa: E402
 
 
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--cout", type=int, default=32, help="output channels of the single conv (default 32)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (default 5)")
     parser.add_argument("--no-determinism", action="store_true",
-                        help="do not call enable_op_determinism (default: call it, as planar3d.train does)")
+                        help="do not call enable_op_determinism (default: call it, as planar3d.training.segment does)")
     parser.add_argument("--no-onednn", action="store_true",
                         help="run with TF_ENABLE_ONEDNN_OPTS=0 (default: TensorFlow's default, oneDNN on x86)")
     args = parser.parse_args()

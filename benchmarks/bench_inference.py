@@ -2,9 +2,9 @@
 
 Part "agreement" (``--trained RUN/fold_k/best.keras``): that model on its fold's test scans (the
 phantom's, from ``split.json``) at its own size: each lever alone and the defaults against
-today's path (``planar3d.windows.predict_volume``: whole field of view, per window, float32):
+today's path (``predict_volume(crop="off", precision="float32", stream=False)``: whole field of view, per window, float32):
 Dice of the binary masks, lesion counts, the largest probability difference inside the head
-(:func:`planar3d.foreground.head_mask`), the crop's share of the window area; and the ``--tta``
+(:func:`planar3d.data.foreground.head_mask`), the crop's share of the window area; and the ``--tta``
 cost as a ratio to one plain pass.
 
 Part "levers" (``--size``, default 256): one phantom scan through ``predict_scan`` with today's
@@ -16,7 +16,7 @@ convolutional) or an ImageNet encoder.
 
 Part 1 (``--size``, default 256 = the paper): one phantom subject on its native grid
 (``--scale`` 1 = the paper's Table 1 grid of centre ``--centre``, default 01: 144x512x512)
-through the inference path of :func:`planar3d.predict.predict_scan`, in two fresh processes:
+through the inference path of :func:`planar3d.apps.predict.predict_scan`, in two fresh processes:
 
 * *staged*: the public functions ``predict_scan`` uses, called in its order and timed one by
   one, each with its peak RSS (high-water mark reset through ``/proc/self/clear_refs``):
@@ -65,6 +65,9 @@ RSS_GOAL_GB = 6.0
 # ----------------------------------------------------------------------------- children
 
 
+#: today's path, the paper's: whole windows, whole field of view, float32, batch 1.
+TODAY = dict(crop="off", precision="float32", stream=False, batch_size=1)
+
 def _rss_gb(field: str) -> float:
     """``VmRSS`` (current) or ``VmHWM`` (peak since the last reset) of this process, GB."""
     with open("/proc/self/status") as handle:
@@ -110,13 +113,15 @@ def _staged_child(args: argparse.Namespace) -> dict:
 
     from planar3d.atomic import write_text_atomic
     from planar3d.config import make_config
-    from planar3d.io import load_scan, save_nifti
-    from planar3d.lesions import lesion_summary, lesion_table
-    from planar3d.plots import plot_overlay
-    from planar3d.predict import load_segmentation_model
-    from planar3d.preprocess import preprocess, to_native
-    from planar3d.windows import binarize, extract_windows, recompose
-    from planar3d.pipeline import INFERENCE_BATCH_SIZE
+    from planar3d.io.nifti import load_scan, save_nifti
+    from planar3d.evaluation.lesions import lesion_summary, lesion_table
+    from planar3d.evaluation.report_figures import plot_overlay
+    from planar3d.nets.load import load_segmentation_model
+    from planar3d.data.preprocess import preprocess, to_native
+    from planar3d.inference.postprocess import binarize
+    from planar3d.data.windows import extract_windows
+    from planar3d.inference.recompose import recompose
+    from planar3d.inference.pipeline import INFERENCE_BATCH_SIZE
 
     imported = time.perf_counter() - start
     start = time.perf_counter()
@@ -181,9 +186,10 @@ def _end_to_end_child(args: argparse.Namespace) -> dict:
     import keras  # noqa: F401  (imported here so that the model load does not include it)
     import tensorflow  # noqa: F401
 
-    import planar3d.io, planar3d.nets.layers, planar3d.lesions, planar3d.pipeline, planar3d.plots  # noqa: E401,F401
+    import planar3d.io.nifti, planar3d.nets.layers, planar3d.evaluation.lesions, planar3d.inference.pipeline, planar3d.evaluation.report_figures  # noqa: E401,F401
     from planar3d.config import make_config
-    from planar3d.predict import load_segmentation_model, predict_scan
+    from planar3d.nets.load import load_segmentation_model
+    from planar3d.apps.predict import predict_scan
 
     imported = time.perf_counter() - start
     start = time.perf_counter()
@@ -193,10 +199,10 @@ def _end_to_end_child(args: argparse.Namespace) -> dict:
     loaded = time.perf_counter() - start
     config = make_config("paper")
     if args.variant == "today":
-        import planar3d.inference
+        import planar3d.inference.predict
 
         config = make_config("paper", crop="off", precision="float32")
-        planar3d.inference.can_stream = lambda *a, **k: False
+        planar3d.inference.predict.can_stream = lambda *a, **k: False
     start = time.perf_counter()
     row = predict_scan(model, args.scan, Path(args.output_dir) / f"end_to_end_{args.variant}_mask.nii.gz", config)
     return {"import_s": imported, "model_load_s": loaded, "predict_scan_s": time.perf_counter() - start,
@@ -211,7 +217,7 @@ def _compare(fast, today, head, threshold: float = 16 / 256) -> dict:
     """Dice of the binary masks, lesion counts and the largest probability difference inside the head."""
     import numpy as np
 
-    from planar3d.lesions import label_lesions
+    from planar3d.evaluation.lesions import label_lesions
 
     a, b = fast >= threshold, today >= threshold
     total = int(a.sum() + b.sum())
@@ -239,7 +245,7 @@ def _trained_at(size: int, trained: str | None):
 
     if not trained:
         return build_model((16, size, size, 1), encoder_weights="imagenet"), "ImageNet encoder, random decoder"
-    from planar3d.predict import load_segmentation_model
+    from planar3d.nets.load import load_segmentation_model
 
     source = load_segmentation_model(trained)
     model = build_model((16, size, size, 1), encoder_weights=None)
@@ -251,13 +257,13 @@ def _agreement(args: argparse.Namespace, say) -> None:
     """The demo's trained model on its phantom test scans: fast vs today's path, per lever, and --tta cost."""
     import nibabel as nib
 
-    from planar3d import inference
     from planar3d.config import load_config
-    from planar3d.foreground import crop_boxes, head_mask
-    from planar3d.phantom import default_phantom_root
-    from planar3d.predict import load_segmentation_model
-    from planar3d.preprocess import preprocess
-    from planar3d.windows import predict_volume as today_path
+    from planar3d.inference import precision
+    from planar3d.inference import predict as inference
+    from planar3d.data.foreground import crop_boxes, head_mask
+    from planar3d.io.phantom import default_phantom_root
+    from planar3d.nets.load import load_segmentation_model
+    from planar3d.data.preprocess import preprocess
 
     fold = Path(args.trained).parent
     config = load_config(fold / "config.json")
@@ -265,11 +271,11 @@ def _agreement(args: argparse.Namespace, say) -> None:
     root = next(p for p in sorted(default_phantom_root().glob("*")) if (p / tests[0] / "3DFLAIR.nii.gz").is_file())
     model = load_segmentation_model(args.trained)
     size = int(model.input_shape[2])
-    auto = inference.resolve_precision("auto")
+    auto = precision.resolve_precision("auto")
     say(f"## Agreement: the demo's trained model on the phantom's test scans ({size}³)", "",
         f"Model `{args.trained}` (demo preset, fold {fold.name}); test scans {', '.join(tests)} of `{root}`; "
         f"paper inference (stride 8, middle recomposition, threshold 16/256) in the resampled {size}³ cube. "
-        f"'today' = `planar3d.windows.predict_volume` (batch 1, whole field of view, float32). Precision 'auto' "
+        f"'today' = `predict_volume(crop='off', precision='float32', stream=False)` (batch 1, whole field of view, float32). Precision 'auto' "
         f"resolves to **{auto}** here.", "")
     variants = {
         "streamed encoder alone (float32)": dict(crop="off", precision="float32", stream=True),
@@ -285,7 +291,7 @@ def _agreement(args: argparse.Namespace, say) -> None:
         scan = nib.load(root / pid / "3DFLAIR.nii.gz")
         volume = preprocess(scan, size=size, robust=config.robust_normalisation)[0]
         head = head_mask(volume)
-        today, _, today_s, _ = _timed_variant(lambda: today_path(model, volume, 16, 8, batch_size=1))
+        today, _, today_s, _ = _timed_variant(lambda: inference.predict_volume(model, volume, 16, 8, **TODAY))
         for name, options in variants.items():
             fast = inference.predict_volume(model, volume, 16, 8, **options)
             row = _compare(fast, today, head)
@@ -299,7 +305,7 @@ def _agreement(args: argparse.Namespace, say) -> None:
         # --tta cost, interleaved: plain then 8 flips, both paths
         _, _, fast_s, _ = _timed_variant(lambda: inference.predict_volume(model, volume, 16, 8))
         _, _, fast_tta_s, _ = _timed_variant(lambda: inference.predict_volume(model, volume, 16, 8, tta=True))
-        _, _, today_tta_s, _ = _timed_variant(lambda: today_path(model, volume, 16, 8, batch_size=1, tta=True))
+        _, _, today_tta_s, _ = _timed_variant(lambda: inference.predict_volume(model, volume, 16, 8, tta=True, **TODAY))
         tta_ratios.append((today_tta_s / today_s, fast_tta_s / fast_s))
     say("")
     for name, (dice, diff) in worst.items():
@@ -317,13 +323,13 @@ def _levers(args: argparse.Namespace, scratch: Path, say, flush) -> None:
     """Whole predict_scan today vs fast at --size, and each lever's own forward ratio, one process."""
     import nibabel as nib
 
-    import planar3d.pipeline as pipeline
-    from planar3d import inference
     from planar3d.config import make_config
-    from planar3d.foreground import crop_boxes, head_mask
-    from planar3d.phantom import ensure_phantom
-    from planar3d.predict import predict_scan
-    from planar3d.preprocess import preprocess
+    from planar3d.data.foreground import crop_boxes, head_mask
+    from planar3d.inference import pipeline, precision
+    from planar3d.inference import predict as inference
+    from planar3d.io.phantom import ensure_phantom
+    from planar3d.apps.predict import predict_scan
+    from planar3d.data.preprocess import preprocess
 
     if args.scan:  # a given scan (e.g. a test scan of the --trained run)
         scan_path = Path(args.scan)
@@ -336,7 +342,7 @@ def _levers(args: argparse.Namespace, scratch: Path, say, flush) -> None:
     size = args.size
     volume = preprocess(nib.load(scan_path), size=size)[0]
     head = head_mask(volume)
-    auto = inference.resolve_precision("auto")
+    auto = precision.resolve_precision("auto")
     say(f"## Whole predict at {size}³ and each lever", "",
         f"Phantom subject {record.name} (centre {args.centre}), native grid "
         f"{'x'.join(map(str, nib.load(scan_path).shape))}; model: {described}. One process; variants run once each, "
@@ -397,15 +403,15 @@ def _levers(args: argparse.Namespace, scratch: Path, say, flush) -> None:
         "defaults with bfloat16 run eagerly (no tf.function)": dict(crop="auto", precision="bfloat16", stream=True, graph=False),
         "defaults (forward only, for the row above)": dict(crop="auto", precision="bfloat16", stream=True),
     }
-    graphs_on = inference.forward_functions
+    graphs_on = precision.forward_functions
     for name, options in levers.items():
         options = dict(options)
         if not options.pop("graph", True):
-            inference.forward_functions = lambda net, precision: inference.Forward(net, graph=False)
+            precision.forward_functions = lambda net, precision: precision.Forward(net, graph=False)
         try:
             prob, seconds, cpu, peak = _timed_variant(lambda: inference.predict_volume(model, volume, 16, 8, **options))
         finally:
-            inference.forward_functions = graphs_on
+            precision.forward_functions = graphs_on
         row = _compare(prob, today["prob"], head)
         say(f"| {name} (forward only) | - | {seconds:.0f} / {cpu:.0f} | - | {cpu / today['forward_cpu']:.3f} ({seconds / today['forward_s']:.3f}) "
             f"| {peak:.2f} | {row['dice']:.4f} | {row['lesions_fast']} | {row['max_diff_head']:.2e} |")
@@ -450,7 +456,7 @@ def _part_one(args: argparse.Namespace, scratch: Path, say) -> None:
     import nibabel as nib
     import numpy as np
 
-    from planar3d.phantom import ensure_phantom
+    from planar3d.io.phantom import ensure_phantom
 
     start = time.perf_counter()
     root = ensure_phantom(args.phantom_dir or scratch / "phantom", n_per_centre=1, scale=args.scale, seed=0)
@@ -503,7 +509,7 @@ def _part_rss(args: argparse.Namespace, scratch: Path, say) -> None:
     """Peak RSS of a whole predict_scan at --size, today's path vs the defaults, each in a fresh process."""
     import nibabel as nib
 
-    from planar3d.phantom import ensure_phantom
+    from planar3d.io.phantom import ensure_phantom
 
     root = ensure_phantom(args.phantom_dir or scratch / "phantom", n_per_centre=1, scale=args.scale, seed=0)
     record = next(r for r in sorted(root.iterdir()) if r.name.startswith(args.centre))
@@ -526,7 +532,7 @@ def _part_rss(args: argparse.Namespace, scratch: Path, say) -> None:
 def _part_two(args: argparse.Namespace, scratch: Path, say) -> None:
     import nibabel as nib
 
-    from planar3d.phantom import ensure_phantom
+    from planar3d.io.phantom import ensure_phantom
 
     per_centre = -(-args.scans // 3)
     root = ensure_phantom(args.folder_phantom_dir or scratch / "phantom-folder", n_per_centre=per_centre,

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from planar3d.data import load_case
-from planar3d.io import load_mask, load_scan
-from planar3d.phantom import make_phantom_dataset
-from planar3d.preprocess import to_native
+from planar3d.data.cache import load_case
+from planar3d.io.nifti import load_mask, load_scan
+from planar3d.io.phantom import make_phantom_dataset
+from planar3d.data.preprocess import to_native
 
 
 def build_parser() -> argparse.ArgumentParser:

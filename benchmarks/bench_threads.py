@@ -33,12 +33,12 @@ def _child(args: argparse.Namespace) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra)
     if args.inter:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
-    from planar3d import inference
+    from planar3d.inference import precision
     from planar3d.nets.model import build_model
 
     model = build_model((args.size, args.rows, args.rows, 1), encoder_weights=None, seed=0)
-    net = inference.inference_model(model, args.precision)
-    forward = inference.forward_functions(net, args.precision)
+    net = precision.inference_model(model, args.precision)
+    forward = precision.forward_functions(net, args.precision)
     window = tf.constant(np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.rows, args.rows, 1)).astype(np.float32))
     call = lambda: np.asarray(tf.cast(forward.decode(forward.encode(window)), tf.float32))  # noqa: E731
     call()

@@ -31,7 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from planar3d.windows import extract_windows, recompose, window_dataset  # noqa: E402
+from planar3d.data.windows import extract_windows, window_dataset  # noqa: E402
+from planar3d.inference.recompose import recompose
 
 SIZE, STRIDE = 16, 8
 

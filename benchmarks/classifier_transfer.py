@@ -4,7 +4,7 @@ Variants, everything else equal (backbone, size, epochs, folds, seeds, data; ear
 so every variant trains the same number of epochs; each fold tests its best epoch by
 validation loss): ``<mapping>_imagenet`` for every ``--mappings`` entry (the ImageNet backbone
 mapped to 3D) and ``random`` (the same backbone with random weights, planar mapping). Target:
-the phantom's lesion load above its centre's median (:func:`planar3d.labels.lesion_load_labels`),
+the phantom's lesion load above its centre's median (:func:`planar3d.data.labels.lesion_load_labels`),
 or ``--labels`` with ``--data``.
 
 Design (``--design``):
@@ -16,7 +16,7 @@ Design (``--design``):
 - ``all-folds``: every seed runs every fold; per seed the metrics over all subjects, mean ± sd
   over seeds.
 
-Every run is a :func:`planar3d.classify.run_classification_crossval` in
+Every run is a :func:`planar3d.runs.crossval.run_crossval` in
 ``OUT/<variant>/seed_<s>/`` (finished folds are reused, killed ones resume), so the script can
 be stopped and restarted; it rewrites ``--doc`` after every finished (variant, seed).
 
@@ -55,7 +55,7 @@ def _run_metrics(rows: list[dict]) -> dict:
     """A run's metrics over its test scans, with the mean probability given to the true class."""
     import numpy as np
 
-    from planar3d.classify import prediction_metrics
+    from planar3d.evaluation.metrics import prediction_metrics
 
     metrics = prediction_metrics(rows)
     metrics["p_true"] = float(np.mean([row[f"prob_{row['label']}"] for row in rows]))
@@ -63,19 +63,15 @@ def _run_metrics(rows: list[dict]) -> dict:
 
 
 def _mean_sd(values) -> str:
-    import numpy as np
+    from planar3d.evaluation.stats import format_mean_sd
 
-    values = np.asarray([v for v in values if v == v], dtype=float)  # NaN (undefined AUC) left out
-    if not len(values):
-        return "—"
-    sd = f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
-    return f"{values.mean():.3f}{sd}"
+    return format_mean_sd(values, with_n=False)  # NaN (undefined AUC) left out
 
 
 def _write_doc(args, argv, runs: dict, seconds: dict, folds_of: dict, n_subjects: int) -> None:
     """``runs[variant][seed]`` = that seed's test rows."""
     from planar3d.atomic import write_text_atomic
-    from planar3d.classify import prediction_metrics
+    from planar3d.evaluation.metrics import prediction_metrics
 
     design = ("seed s trains and tests fold s mod n_folds (every subject tested once over the seeds)"
               if args.design == "fold-per-seed" else "every seed runs every fold")
@@ -86,7 +82,7 @@ def _write_doc(args, argv, runs: dict, seconds: dict, folds_of: dict, n_subjects
         f"tests its best epoch by validation loss), Adam lr {args.lr}, batch {args.batch_size}, encoder "
         f"{'frozen (only the dense head trains)' if args.freeze else 'trained'}; {n_subjects} subjects, data: "
         f"{args.data or 'built-in phantom (5 per centre)'}; target: "
-        f"{args.labels or 'lesion load above the centre median (planar3d.labels.lesion_load_labels)'}; design: {design}.",
+        f"{args.labels or 'lesion load above the centre median (planar3d.data.labels.lesion_load_labels)'}; design: {design}.",
         "",
         "Per seed (one run): accuracy, balanced accuracy and mean probability of the true class over its test "
         "scans; mean ± sd over seeds (sample sd). Pooled: over every seed's test predictions together. Chance: "
@@ -146,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
 
-    from planar3d.classify import classification_records, run_classification_crossval
+    from planar3d.io.sources import classification_records
+    from planar3d.runs.crossval import run_crossval
     from planar3d.config import make_config
-    from planar3d.data import n_folds
+    from planar3d.data.splits import n_folds
 
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = _variants([m for m in args.mappings.split(",") if m])
@@ -167,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out) / variant / f"seed_{seed}"
             finished = all((out / f"fold_{k}" / "done.json").is_file() for k in folds_of[seed])
             start = time.perf_counter()
-            runs[variant][seed] = run_classification_crossval(config, out)
+            runs[variant][seed] = run_crossval(config, out)
             if not finished:
                 seconds[variant][seed] = time.perf_counter() - start
             metrics = _run_metrics(runs[variant][seed])

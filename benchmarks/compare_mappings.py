@@ -82,7 +82,7 @@ def _variant(args: argparse.Namespace, mapping: str) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from planar3d.losses import bce_dice_loss
+    from planar3d.nets.losses import bce_dice_loss
     from planar3d.nets.model import build_model
     from planar3d.nets.weights import WEIGHTS_ENV_VAR
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
 
     matplotlib.use("Agg")
     from planar3d.atomic import write_text_atomic
-    from planar3d.plots import plot_bar_chart
+    from planar3d.evaluation.notebook_figures import plot_bar_chart
 
     table = _table(results, mappings)
     print("\n".join(table))

@@ -14,7 +14,7 @@ Writes ``DOCS/phantom_evidence.md``: the demo's test Dice on both modes (mean ±
 of each seed's mean, and per centre); the paired gap of the ImageNet planar encoder over a
 random trained one on both modes; the 5-fold split against leave-one-centre-out on the same
 test scans (paired: same seed, same scan, its centre in training or not) and over every scan
-of each held-out centre. Intervals and tests from :mod:`planar3d.stats`.
+of each held-out centre. Intervals and tests from :mod:`planar3d.evaluation.stats`.
 
     python benchmarks/phantom_evidence.py [--docs docs]   # inputs default to the CSVs in docs/
 """
@@ -66,15 +66,15 @@ def per_seed_means(rows: list[dict], key: str = "dice") -> list[float]:
 
 def spread(values: list[float]) -> str:
     """``mean ± sd (n)`` of per-seed values."""
-    from planar3d.stats import mean_sd
+    from planar3d.evaluation.stats import mean_sd
 
     mean, sd, n = mean_sd(values)
     return f"{mean:.3f} ± {sd:.3f} (n = {n})" if n > 1 else f"{mean:.3f} (n = 1)"
 
 
 def paired(a_rows: list[dict], b_rows: list[dict]) -> dict:
-    """:func:`planar3d.stats.paired_difference` of Dice ``a - b`` over the (seed, scan) pairs both hold."""
-    from planar3d.stats import paired_difference, paired_matrix
+    """:func:`planar3d.evaluation.stats.paired_difference` of Dice ``a - b`` over the (seed, scan) pairs both hold."""
+    from planar3d.evaluation.stats import paired_difference, paired_matrix
 
     a = {(r["seed"], r["patient"]): r["dice"] for r in a_rows}
     b = {(r["seed"], r["patient"]): r["dice"] for r in b_rows}
@@ -96,7 +96,7 @@ def report(demo: dict[str, list[dict]], tvr: dict[str, dict[str, list[dict]]], l
     lines = ["# The phantom's two modes, and leave-one-centre-out", "",
              f"Tables from per-scan CSVs; command: `{command}`. Means ± sample sd over seeds of each "
              "seed's mean test Dice (n = seeds); intervals: 95 % two-way bootstrap over seeds and scans "
-             "(`planar3d.stats`); with n seeds the per-seed Wilcoxon test cannot go below p = 2 / 2^n "
+             "(`planar3d.evaluation.stats`); with n seeds the per-seed Wilcoxon test cannot go below p = 2 / 2^n "
              "(0.0625 for 5). Phantom figures, not MSSEG-2016 ones.", "",
              "## The demo on both modes", "",
              "`python -m planar3d.crossval --preset demo --seeds 0 1 2 3 4 [--phantom-mode realistic]` "
@@ -107,7 +107,7 @@ def report(demo: dict[str, list[dict]], tvr: dict[str, dict[str, list[dict]]], l
         by_centre = [spread(per_seed_means([r for r in rows if r["centre"] == c])) for c in centres]
         lines.append(f"| {mode} | {spread(per_seed_means(rows))} | {spread(per_seed_means(rows, 'sensitivity'))} | "
                      f"{' | '.join(by_centre)} |")
-    from planar3d.crossval import PAPER_TABLE2
+    from planar3d.evaluation.reference import PAPER_TABLE2
 
     lines += ["", "For scale, the paper's MSSEG-2016 test Dice: %.2f ± %.2f (Table 2)." % PAPER_TABLE2["dice"]["overall"], "",
               "## Transfer vs random on both modes", "",
@@ -143,7 +143,7 @@ def report(demo: dict[str, list[dict]], tvr: dict[str, dict[str, list[dict]]], l
               f"5-fold minus leave-one-centre-out on the same scans: {_difference(paired(realistic, same), '5-fold better')}.",
               "", "Leave-one-centre-out trains on 8 scans instead of 11, so its gap mixes the unseen centre with "
               "fewer training scans; the phantom's centres differ in grid, orientation, contrast, noise, bias "
-              "field and lesion load (`planar3d.phantom_realistic`).", ""]
+              "field and lesion load (`planar3d.io.phantom_realistic`).", ""]
     return "\n".join(lines)
 
 

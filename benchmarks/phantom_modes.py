@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from matplotlib.figure import Figure
 
-    from planar3d.phantom import MODES, make_phantom_dataset
-    from planar3d.plots import save_figure
+    from planar3d.io.phantom import MODES, make_phantom_dataset
+    from planar3d.evaluation.report_figures import save_figure
 
     figure = Figure(figsize=(10, 7))
     axes = figure.subplots(len(MODES), 3)

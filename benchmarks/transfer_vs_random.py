@@ -7,11 +7,11 @@ every variant gets the same number of epochs; the best epoch by validation loss 
   only the architecture?);
 - ``planar_random_trainable``: planar, random kernels, encoder trained;
 - ``acs_imagenet_frozen``: ACS mapping of the ImageNet kernels, frozen.
-Every run is a :func:`planar3d.train.train_fold` in ``OUT/seed_<s>/<variant>/`` (finished
+Every run is a :func:`planar3d.training.segment.train_fold` in ``OUT/seed_<s>/<variant>/`` (finished
 runs are reused, killed ones resume). Writes ``docs/transfer_vs_random.md`` (mean ± sd over
 seeds per variant; the paired difference of the ImageNet planar encoder to each other variant
 with a 95 % bootstrap interval over seeds and scans and Wilcoxon signed-rank tests, see
-:mod:`planar3d.stats`; validation Dice per epoch and test Dice per scan),
+:mod:`planar3d.evaluation.stats`; validation Dice per epoch and test Dice per scan),
 ``docs/transfer_vs_random.csv`` (per-scan values) and ``docs/transfer_vs_random.png``
 (validation Dice curves).
 
@@ -19,7 +19,7 @@ with a 95 % bootstrap interval over seeds and scans and Wilcoxon signed-rank tes
         [--launcher none|local|slurm --slurm-partition P --slurm-time 6:00:00 ...]
 
 With ``--launcher local|slurm`` each (seed, variant) run is a submitit job (see
-:mod:`planar3d.launch`; logs in ``OUT/jobs/``, ids in ``OUT/jobs.json``); the outputs are written
+:mod:`planar3d.runs.launch`; logs in ``OUT/jobs/``, ids in ``OUT/jobs.json``); the outputs are written
 from the runs finished so far, and running the same command again submits only the others.
 """
 
@@ -56,7 +56,7 @@ def _plot_curves(curves: dict[str, dict[int, list[float]]], path: Path, title: s
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from planar3d.plots import save_figure
+    from planar3d.evaluation.report_figures import save_figure
 
     figure = Figure(figsize=(7, 4.6))
     axes = figure.subplots(1, 1)
@@ -78,8 +78,8 @@ def _plot_curves(curves: dict[str, dict[int, list[float]]], path: Path, title: s
 def _write_outputs(args: argparse.Namespace, argv: list[str] | None, curves: dict, test: dict, epochs: int) -> None:
     """Write the Markdown report, the per-scan CSV and the curve PNG from the runs finished so far."""
     from planar3d.atomic import write_text_atomic
-    from planar3d.stats import mean_sd, paired_difference, paired_matrix
-    from planar3d.train import write_rows
+    from planar3d.evaluation.stats import mean_sd, paired_difference, paired_matrix
+    from planar3d.atomic import write_rows
 
     variants = [v for v in curves if curves[v]]
     seeds = sorted({seed for v in variants for seed in curves[v]})
@@ -127,7 +127,7 @@ def _write_outputs(args: argparse.Namespace, argv: list[str] | None, curves: dic
             lines.append(f"| {variant} | {c['difference']:+.3f} | [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | "
                          f"{round(c['wins'] * n_seeds * n_scans)} of {n_seeds * n_scans} pairs | {c['p_seeds']:.3g} | "
                          f"{c['p_pairs']:.3g} |")
-        lines += ["", "The interval resamples seeds and test scans (two-way bootstrap, `planar3d.stats`). With "
+        lines += ["", "The interval resamples seeds and test scans (two-way bootstrap, `planar3d.evaluation.stats`). With "
                   f"{len(seeds)} seeds the per-seed Wilcoxon test cannot go below p = {2 / 2 ** len(seeds):.3g}; the "
                   "all-pairs test treats pairs that share scans and seeds as independent and is descriptive only. "
                   "The interval covers the variation over seeds and over these test scans of one fold, not over "
@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="folder for the .md and .png (default docs/)")
     parser.add_argument("--name", default="transfer_vs_random",
                         help="file stem of the .md, .csv and .png in --docs (default transfer_vs_random)")
-    from planar3d.cli import add_launcher_flags
+    from planar3d.cli.common import add_launcher_flags
 
-    add_launcher_flags(parser)  # --launcher local|slurm: one job per (seed, variant), see planar3d.launch
+    add_launcher_flags(parser)  # --launcher local|slurm: one job per (seed, variant), see planar3d.runs.launch
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if any(v not in VARIANTS for v in variants):
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
     from planar3d.config import make_config
-    from planar3d.grid import Task
-    from planar3d.train import train_fold
+    from planar3d.runs.seeds import Task
+    from planar3d.training.segment import train_fold
 
     tasks = []
     for seed in seeds:
@@ -211,9 +211,9 @@ def _launch(args: argparse.Namespace, argv: list[str] | None, tasks: list, curve
     """One submitit job per (seed, variant) not finished yet (``--launcher local|slurm``), then the
     outputs from the runs finished so far; running the same command again submits the rest."""
     from planar3d.errors import Planar3DError
-    from planar3d.grid import task_states
-    from planar3d.launch import check_launcher, launch_options, submit
-    from planar3d.train import read_metrics
+    from planar3d.runs.grid import task_states
+    from planar3d.runs.launch import check_launcher, launch_options, submit
+    from planar3d.training.run_folder import read_metrics
 
     try:
         check_launcher(args.launcher)

@@ -7,11 +7,11 @@ Usage:
     python data_prep/make_phantom.py OUT --bids    # the same phantom as a BIDS dataset
 
 ``--labels`` also writes the phantom's classification target as a ``subject,label`` table:
-1 when a subject's lesion load is above its centre's median (see planar3d.labels).
+1 when a subject's lesion load is above its centre's median (see planar3d.data.labels).
 
 The output uses the MSSEG-2016 layout (``OUT/<id>/3DFLAIR.nii.gz`` + ``Consensus.nii.gz``)
 and holds ``phantom.json`` with the options and per-subject facts. With ``--bids`` it is a
-BIDS dataset instead (:func:`planar3d.bidsio.write_bids_dataset`): ``sub-<id>/anat/
+BIDS dataset instead (:func:`planar3d.io.bids.write_bids_dataset`): ``sub-<id>/anat/
 sub-<id>_FLAIR.nii.gz`` with a sidecar naming the centre's MSSEG-2016 scanner, a
 ``participants.tsv`` with a ``site`` column, and the masks in ``derivatives/consensus/``
 (``sub-<id>_space-orig_label-lesion_mask.nii.gz``); ``phantom.json`` goes to ``sourcedata/``.
@@ -28,9 +28,9 @@ from pathlib import Path
 
 from planar3d.atomic import check_writable
 from planar3d.errors import Planar3DError
-from planar3d.io import find_msseg2016
-from planar3d.labels import lesion_load_labels, write_labels
-from planar3d.phantom import DEFAULT_SCALE, INFO_NAME, ensure_phantom, make_phantom_dataset
+from planar3d.io.datasets import find_msseg2016
+from planar3d.data.labels import lesion_load_labels, write_labels
+from planar3d.io.phantom import DEFAULT_SCALE, INFO_NAME, ensure_phantom, make_phantom_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +62,8 @@ def _make_bids_phantom(args: argparse.Namespace, options: dict) -> Path:
     import shutil
 
     from planar3d.atomic import check_writable
-    from planar3d.bidsio import write_bids_dataset
-    from planar3d.io import find_msseg2016
+    from planar3d.io.bids import write_bids_dataset
+    from planar3d.io.datasets import find_msseg2016
 
     source = ensure_phantom(**options)
     out = args.out if args.out is not None else source.with_name(source.name + "-bids")

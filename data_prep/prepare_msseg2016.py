@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from planar3d.atomic import check_destinations
-from planar3d.cli import run_cli
-from planar3d.data import default_cache_dir, load_cases
-from planar3d.io import find_dataset, load_mask, load_scan
-from planar3d.phantom import ensure_phantom
-from planar3d.preprocess import to_native
+from planar3d.cli.common import run_cli
+from planar3d.data.cache import default_cache_dir, load_cases
+from planar3d.io.datasets import find_dataset
+from planar3d.io.nifti import load_mask, load_scan
+from planar3d.io.phantom import ensure_phantom
+from planar3d.data.preprocess import to_native
 
 #: Paper Table 1: lesion voxel ratio (%) per centre and overall.
 PAPER_LESION_PERCENT = {"01": 0.311, "07": 0.141, "08": 0.144, "all": 0.199}

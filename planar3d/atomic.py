@@ -16,13 +16,14 @@ removes what it created.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import os
 import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from planar3d.errors import InputFileError, OutputError
 
@@ -310,3 +311,24 @@ def check_destinations(
         checks[Path(item)] = Path(item)
     for folder, named in checks.items():
         _check_folder(folder, named)
+
+
+def write_rows(path: str | os.PathLike, rows: Sequence[dict], overwrite: bool = True,
+               columns: Sequence[str] | None = None, delimiter: str = ",") -> Path:
+    """Write dict rows as a CSV (or, with ``delimiter="\\t"``, a TSV) table, atomically; return its path.
+
+    Args:
+        columns: the header (default: the first row's keys); rows may not add keys.
+        overwrite: replace an existing file (default); False refuses it before writing.
+
+    The one table writer of the package: a run's ``metrics.csv`` and ``results.csv``, lesion
+    tables, the BIDS App's TSVs, labels.
+    """
+    columns = list(rows[0]) if columns is None else list(columns)
+    with atomic_path(path, overwrite=overwrite) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        lineterminator = "\n" if delimiter == "\t" else "\r\n"
+        writer = csv.DictWriter(handle, fieldnames=columns, delimiter=delimiter, lineterminator=lineterminator)
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)
+

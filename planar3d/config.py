@@ -1,7 +1,7 @@
 """One configuration object for every entry point, with the ``paper`` and ``demo`` presets.
 
 A run's effective configuration is saved as ``config.json`` in its folder; command-line
-flags override preset values (see :mod:`planar3d.cli`).
+flags override preset values (see :mod:`planar3d.cli.common`).
 """
 
 from __future__ import annotations
@@ -15,21 +15,49 @@ from typing import Any
 
 from planar3d.errors import InputFileError, Planar3DError
 
-__all__ = ["Config", "PRESETS", "load_config", "make_config"]
+__all__ = [
+    "BACKBONES", "BLENDS", "CHOICES", "CROPS", "Config", "DEVICES", "LAUNCHERS", "MAPPINGS", "PAPER_MAPPINGS", "PRECISIONS",
+    "PRESETS", "THRESHOLD_RULES", "load_config", "make_config", "read_mapping_file",
+]
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "mapping": ("planar", "acs", "soft_acs", "inflate", "none"),
+# ----------------------------------------------------------------------------- the vocabulary
+# Every choice a user can make, defined once: Config validates against these, the command-line
+# flags take their ``choices`` from them, and the modules that act on a choice import it.
+
+#: 2D->3D kernel mappings (planar3d.nets.mapping, planar3d.nets.backbones).
+MAPPINGS = ("planar", "acs", "soft_acs", "inflate", "none")
+#: the mappings of the paper's own network (soft ACS needs a registry backbone).
+PAPER_MAPPINGS = ("planar", "acs", "inflate", "none")
+#: ``"paper"`` (the paper's planar res-u-net) and the registry backbones of planar3d.nets.backbones.
+BACKBONES = ("paper", "vgg16", "vgg19", "resnet50", "resnet101", "densenet121", "efficientnetb0", "mobilenetv2",
+             "convnext_tiny")
+#: window recomposition (planar3d.inference.recompose; the paper: middle, Eq. 1).
+BLENDS = ("middle", "mean", "gaussian")
+#: probability -> mask rules (planar3d.inference.postprocess.binarize).
+THRESHOLD_RULES = ("fixed", "reference")
+#: inference crop: auto (= window), off (the paper), a box per window or one per scan.
+CROPS = ("auto", "off", "window", "scan")
+#: inference number formats.
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+#: where a grid's trainings run (planar3d.runs.launch).
+LAUNCHERS = ("none", "local", "slurm")
+#: where inference runs.
+DEVICES = ("auto", "cpu", "gpu")
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "mapping": MAPPINGS,
+    "backbone": BACKBONES,
     "task": ("segmentation", "classification"),
     "bottleneck_init": ("vgg", "random"),
-    "blend": ("middle", "mean", "gaussian"),
-    "threshold_rule": ("fixed", "reference"),
+    "blend": BLENDS,
+    "threshold_rule": THRESHOLD_RULES,
     "strategy": ("default", "mirrored", "multiworker"),
     "eval_space": ("native", "resampled"),
     "lr_schedule": ("constant", "cosine"),
     "split": ("patient", "centre"),
     "phantom_mode": ("simple", "realistic"),
-    "crop": ("auto", "off"),
-    "precision": ("auto", "float32", "bfloat16", "float16"),
+    "crop": CROPS,
+    "precision": PRECISIONS,
 }
 
 
@@ -46,8 +74,8 @@ class Config:
         phantom_scale, phantom_n_per_centre, phantom_lesion_load, phantom_seed: built-in phantom
             options (``--seed`` does not change the phantom); phantom_mode: ``simple`` (bright
             white-matter ovoids, one acquisition) or ``realistic`` (MS lesion types and sizes,
-            partial volume, per-centre contrast, bias and SNR; :mod:`planar3d.phantom_realistic`).
-    BIDS input (when ``data`` is a BIDS root; see :mod:`planar3d.bidsio`): masks_from
+            partial volume, per-centre contrast, bias and SNR; :mod:`planar3d.io.phantom_realistic`).
+    BIDS input (when ``data`` is a BIDS root; see :mod:`planar3d.io.bids`): masks_from
         (derivatives pipeline holding the lesion masks), acq and run (pick one FLAIR among
         several), centre_column (participants.tsv column naming the centre; default the
         sidecar's scanner), participant_label and session_label (subjects and sessions to use).
@@ -61,7 +89,7 @@ class Config:
     Task: task (``"segmentation"``: lesion masks from windows; ``"classification"``: one
         label per whole volume resampled to ``size``), labels (a ``subject,label`` table;
         ``None`` with the built-in phantom uses its lesion-load target, see
-        :func:`planar3d.labels.lesion_load_labels`).
+        :func:`planar3d.data.labels.lesion_load_labels`).
     Training: batch_size, epochs, lr (Adam), lr_decay (Keras-2 per-step inverse-time
         decay: lr / (1 + decay * step)), lr_schedule (``constant``: lr, with ``lr_decay``
         if set, as the paper; ``cosine``: lr decayed to 0 over all epochs' steps by a half
@@ -72,18 +100,18 @@ class Config:
         which on CPU holds with or without it; it does not make machines with other
         instruction sets or core counts agree, see ``benchmarks/reproducibility.py``), strategy.
     Repetition: seeds (``None``: one run with ``seed`` in today's layout; a list: one run per
-        seed in ``seed_<s>/`` folders, summarised over seeds, see :mod:`planar3d.grid`).
+        seed in ``seed_<s>/`` folders, summarised over seeds, see :mod:`planar3d.runs.grid`).
     Inference: threshold (on probabilities; paper 16/256), threshold_rule, blend, tta,
         eval_space (``native``: metrics on the scan's own grid; ``resampled``: in the
         size³ space, as the reference code), crop (``auto``: the network runs on the head's
         rows and columns only, windows without head skipped; ``off``: the whole field of view,
         the paper), precision (``auto``: bfloat16 where the CPU or GPU computes it natively,
         float16 on GPUs with float16 tensor cores only, float32 elsewhere; see
-        :func:`planar3d.inference.resolve_precision`). ``crop="off", precision="float32"`` is the
+        :func:`planar3d.inference.precision.resolve_precision`). ``crop="off", precision="float32"`` is the
         paper's whole-volume float32 inference, bit for bit (docs/deviations.md).
     Cross-validation: split (``patient``: the paper's folds, one test patient per centre,
-        :func:`planar3d.data.cv_split`; ``centre``: leave-one-centre-out,
-        :func:`planar3d.data.centre_split`), folds.
+        :func:`planar3d.data.splits.cv_split`; ``centre``: leave-one-centre-out,
+        :func:`planar3d.data.splits.centre_split`), folds.
     """
 
     preset: str = "paper"
@@ -140,7 +168,7 @@ class Config:
         Raises:
             Planar3DError: the first invalid value, named with the value received.
         """
-        for name, choices in _CHOICES.items():
+        for name, choices in CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
                 raise Planar3DError(f"{name} must be one of {list(choices)}. Received: {name}={value!r}")
@@ -185,17 +213,12 @@ class Config:
                     "task classification needs a registry backbone (e.g. --backbone vgg16); 'paper' is the "
                     "paper's segmentation network. Received: backbone='paper'"
                 )
-            if self.mapping == "soft_acs":
+            if self.mapping not in PAPER_MAPPINGS:
                 raise Planar3DError(
                     "mapping soft_acs needs a registry backbone (e.g. --backbone vgg16); the paper's network "
                     "takes planar, acs, inflate or none. Received: mapping='soft_acs'"
                 )
             return
-        from planar3d.nets.backbones import BACKBONES  # imported here: it imports Keras
-
-        if self.backbone not in BACKBONES:
-            choices = ["paper", *sorted(BACKBONES)]
-            raise Planar3DError(f"backbone must be one of {choices}. Received: backbone={self.backbone!r}")
         if self.task == "segmentation" and (self.window % 32 or self.size % 32):
             raise Planar3DError(
                 "a registry backbone's U-Net downsamples slices, rows and cols 32-fold: window and size must be "
@@ -209,7 +232,7 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def bids_options(self) -> dict[str, Any]:
-        """The BIDS input settings, as :func:`planar3d.io.find_dataset` takes them (``bids=``)."""
+        """The BIDS input settings, as :func:`planar3d.io.datasets.find_dataset` takes them (``bids=``)."""
         names = ("masks_from", "acq", "run", "centre_column", "participant_label", "session_label")
         return {name: getattr(self, name) for name in names}
 

@@ -54,3 +54,30 @@ def home(tmp_path_factory, vgg16_weights_path):
         patch.setenv("PLANAR3D_HOME", str(root))
         patch.setenv("PLANAR3D_VGG16_WEIGHTS", str(vgg16_weights_path))
         yield root
+
+
+#: How the OS words a refused write below ``/sys``: ``Operation not permitted`` for root (EPERM),
+#: ``Permission denied`` for other users (EACCES); tests assert the refusal, not one wording.
+OS_REFUSAL = "(?:Operation not permitted|Permission denied)"
+
+
+def kernels_sum_alike() -> bool:
+    """True when TensorFlow's oneDNN kernels compute a sum the same way whatever the input's shape:
+    measured so on AVX-512 CPUs; AVX2 kernels (an AVX2-only CPU, or ``ONEDNN_MAX_CPU_ISA=AVX2``)
+    block the sums per shape, so one convolution of a whole window and of its two halves differ
+    in the last bits."""
+    from planar3d.machine import cpu_isa_flags
+
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    return "avx512f" in cpu_isa_flags() and not capped.startswith(("AVX2", "AVX_", "SSE"))
+
+
+def assert_same_sums(actual, desired) -> None:
+    """Two float32 computations of the same sums in other blockings (a streamed chunk and the whole
+    window, the kept slices and all): bit for bit where :func:`kernels_sum_alike`, else equal to
+    float32 rounding (1e-6 absolute on values of order 1; the AVX2 kernels measured 4.5e-8)."""
+    actual, desired = np.asarray(actual), np.asarray(desired)
+    if kernels_sum_alike():
+        np.testing.assert_array_equal(actual, desired)
+    else:
+        np.testing.assert_allclose(actual, desired, rtol=0, atol=1e-6)

@@ -8,8 +8,9 @@ import keras
 import numpy as np
 import pytest
 
+from planar3d.config import MAPPINGS as CONVERTER_MAPPINGS
 from planar3d.errors import InputFileError, Planar3DError
-from planar3d.nets.backbones import BACKBONES, CONVERTER_MAPPINGS, build_encoder, to_3d
+from planar3d.nets.backbones import BACKBONES, build_encoder, to_3d
 from planar3d.nets.layers import ACSConv3D, LayerScale, PlanarConv3D, SoftACSConv3D
 from planar3d.nets.mapping import acs_split, channel_kernel
 

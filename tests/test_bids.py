@@ -20,8 +20,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from planar3d import bids, crossval, train
-from planar3d.bidsio import find_bids_scans
+from planar3d.apps import bids
+from planar3d.cli import bids as bids_cli
+from planar3d.cli import crossval as crossval_cli
+from planar3d.cli import train as train_cli
+from planar3d.io.bids import find_bids_scans
 
 TRAIN_FLAGS = ["--preset", "demo", "--size", "32", "--epochs", "1", "--batch-size", "2", "--patience", "5",
                "--lr", "1e-3", "--lr-decay", "0"]
@@ -65,7 +68,7 @@ def dataset(home, tmp_path_factory):
 def trained(dataset, tmp_path_factory):
     root, _, _ = dataset
     out = tmp_path_factory.mktemp("run")
-    code = train.main(["--fold", "0", "--data", str(root), "--masks-from", "consensus", "--out", str(out), *TRAIN_FLAGS])
+    code = train_cli.main(["--fold", "0", "--data", str(root), "--masks-from", "consensus", "--out", str(out), *TRAIN_FLAGS])
     assert code == 0
     return out
 
@@ -80,7 +83,7 @@ def derivative(dataset, trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("deriv") / "planar3d"
     argv = [str(root), str(out), "participant", "--model", str(trained / "fold_0" / "best.keras"),
             "--participant-label", first, second, "--probseg", "--threshold", "1e-4"]
-    assert bids.main(argv) == 0
+    assert bids_cli.main(argv) == 0
     return out, argv
 
 
@@ -100,13 +103,13 @@ def test_train_and_crossval_from_a_bids_root(dataset, trained, capsys):
     with (trained / "fold_0" / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(r["centre"] for r in rows) == ["Philips 3T", "Philips 3T", "Siemens 1.5T", "Siemens 3T"]
-    assert crossval.main(["--data", str(root), "--masks-from", "consensus", "--folds", "0", "--out", str(trained),
+    assert crossval_cli.main(["--data", str(root), "--masks-from", "consensus", "--folds", "0", "--out", str(trained),
                           *TRAIN_FLAGS]) == 0
     assert "fold 0: already finished" in capsys.readouterr().out
     summary = (trained / "summary.md").read_text()
     assert "centre Philips 3T" in summary and f"Data: {root}" in summary
     capsys.readouterr()
-    assert train.main(["--fold", "0", "--data", str(root), "--acq", "2d", "--out", str(trained / "x"), *TRAIN_FLAGS]) == 2
+    assert train_cli.main(["--fold", "0", "--data", str(root), "--acq", "2d", "--out", str(trained / "x"), *TRAIN_FLAGS]) == 2
     assert f"error: {root}: no FLAIR images found" in capsys.readouterr().err
 
 
@@ -179,11 +182,11 @@ def test_rerun_skips_finished_participants_and_redoes_unfinished_ones(dataset, d
     stats = next((out / f"sub-{second}").rglob("*_stats.tsv"))
     stats.unlink()  # as a kill between two files would leave it
     capsys.readouterr()
-    assert bids.main(argv) == 0
+    assert bids_cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert f"skip sub-{first}: finished" in printed and f"sub-{second}_acq-3d_run-1: " in printed
     assert stats.is_file() and mask.stat().st_mtime_ns == before
-    assert bids.main(argv + ["--overwrite"]) == 0
+    assert bids_cli.main(argv + ["--overwrite"]) == 0
     assert "skip sub-" not in capsys.readouterr().out and mask.stat().st_mtime_ns != before
 
 
@@ -195,7 +198,7 @@ def test_a_failing_participant_is_reported_and_the_others_go_on(dataset, derivat
     out = tmp_path / "out"
     argv = [str(broken), str(out), "participant", "--model", derivative[1][4], "--participant-label", first, second]
     capsys.readouterr()
-    assert bids.main(argv) == 1
+    assert bids_cli.main(argv) == 1
     err = capsys.readouterr().err
     assert f"error: sub-{second}: {flair}: truncated or corrupt voxel data" in err
     assert f"error: 1 participants failed: sub-{second}" in err
@@ -204,12 +207,12 @@ def test_a_failing_participant_is_reported_and_the_others_go_on(dataset, derivat
 
 
 def test_group_level_tables_and_metrics(dataset, derivative, tmp_path, capsys):
-    from planar3d.evaluate import evaluate_pair
+    from planar3d.evaluation.evaluate import evaluate_pair
 
     root, first, second = dataset
     out = _copy(derivative[0], tmp_path)
     capsys.readouterr()
-    assert bids.main([str(root), str(out), "group", "--masks-from", "consensus"]) == 0
+    assert bids_cli.main([str(root), str(out), "group", "--masks-from", "consensus"]) == 0
     assert "warning: no participant outputs for" in capsys.readouterr().err  # the 4 other subjects
     with (out / "group_lesions.tsv").open(newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
@@ -229,7 +232,7 @@ def test_group_level_tables_and_metrics(dataset, derivative, tmp_path, capsys):
     assert float(metrics[2]["dice"]) == pytest.approx(evaluate_pair(reference, prediction)["dice"])
     assert (out / "group_metrics_boxplot.png").stat().st_size > 0
     assert "centre Philips 3T" in (out / "group_metrics.md").read_text()
-    assert bids.main([str(root), str(out), "group"]) == 2
+    assert bids_cli.main([str(root), str(out), "group"]) == 2
     assert "group_lesions.tsv: output exists; pass --overwrite" in capsys.readouterr().err
 
 

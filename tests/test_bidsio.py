@@ -10,16 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from planar3d.bidsio import (
-    bids_records,
-    find_bids_scans,
-    format_name,
-    parse_name,
-    write_bids_dataset,
-)
-from planar3d.data import centre_split, cv_split, n_folds
+from planar3d.data.splits import centre_split, cv_split, n_folds
 from planar3d.errors import InputFileError, Planar3DError
-from planar3d.io import Record, find_dataset
+from planar3d.io.bids import bids_records, find_bids_scans, format_name, parse_name, write_bids_dataset
+from planar3d.io.datasets import find_dataset
+from planar3d.io.records import Record
 
 
 def _image(path: Path, value: float = 1.0) -> Path:

@@ -11,12 +11,19 @@ import keras
 import numpy as np
 import pytest
 
-from planar3d import classify, crossval, predict, train
-from planar3d.cli import add_config_flags, config_from_args, make_parser
+from planar3d.cli import crossval as crossval_cli
+from planar3d.cli import predict as predict_cli
+from planar3d.cli import train as train_cli
+from planar3d.cli.common import add_config_flags, config_from_args, make_parser
 from planar3d.config import load_config, make_config
+from planar3d.data.labels import lesion_load_labels, read_labels, write_labels
 from planar3d.errors import InputFileError, Planar3DError
-from planar3d.io import Record
-from planar3d.labels import lesion_load_labels, read_labels, write_labels
+from planar3d.evaluation import metrics, reports
+from planar3d.io import sources
+from planar3d.io.records import Record
+from planar3d.nets import load
+from planar3d.runs import crossval
+from planar3d.training import classify, segment
 
 TINY = dict(size=32, epochs=2, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, phantom_n_per_centre=3)
 # MobileNetV2: the cheapest registry backbone (BatchNormalization, depthwise convolutions); the head has dropout
@@ -84,7 +91,7 @@ def test_write_labels_round_trip_and_refuses_to_overwrite(tmp_path):
 
 
 def test_phantom_target_is_lesion_load_above_the_centres_median(home):
-    records = train.dataset_records(make_config("demo", **TINY))
+    records = sources.dataset_records(make_config("demo", **TINY))
     labels = lesion_load_labels(records)
     info = json.loads((records[0].flair.parents[1] / "phantom.json").read_text())
     ratios = {s["patient_id"]: s["lesion_ratio"] for s in info["subjects"]}
@@ -100,15 +107,15 @@ def test_phantom_target_is_lesion_load_above_the_centres_median(home):
 
 def test_classification_metrics_match_hand_computed_values():
     probabilities = np.array([[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.1, 0.9]])
-    metrics = classify.classification_metrics([0, 0, 1, 1], probabilities)
+    result = metrics.classification_metrics([0, 0, 1, 1], probabilities)
     # predicted 0, 1, 0, 1; AUC: 3 of the 4 (negative, positive) pairs are ordered right
-    assert metrics == {"n": 4, "accuracy": 0.5, "balanced_accuracy": 0.5, "roc_auc": 0.75,
+    assert result == {"n": 4, "accuracy": 0.5, "balanced_accuracy": 0.5, "roc_auc": 0.75,
                        "confusion_matrix": [[1, 1], [1, 1]]}
-    imbalanced = classify.classification_metrics([0, 0, 0, 1], probabilities)
+    imbalanced = metrics.classification_metrics([0, 0, 0, 1], probabilities)
     assert imbalanced["accuracy"] == 0.75 and imbalanced["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
-    one_class = classify.classification_metrics([1, 1], probabilities[:2])
+    one_class = metrics.classification_metrics([1, 1], probabilities[:2])
     assert math.isnan(one_class["roc_auc"]) and one_class["accuracy"] == 0.5
-    three = classify.classification_metrics([0, 1, 2], np.eye(3))
+    three = metrics.classification_metrics([0, 1, 2], np.eye(3))
     assert (three["accuracy"], three["roc_auc"], three["confusion_matrix"]) == (1.0, 1.0, np.eye(3, dtype=int).tolist())
 
 
@@ -135,28 +142,38 @@ def test_backbone_task_and_labels_flags_reach_the_config():
 @pytest.mark.parametrize("argv, message", [
     (["--task", "classification"], "task classification needs a registry backbone (e.g. --backbone vgg16)"),
     (["--mapping", "soft_acs"], "mapping soft_acs needs a registry backbone"),
-    (["--backbone", "alexnet"], "backbone must be one of ['paper', "),
     (["--backbone", "resnet50", "--window", "16"], "a registry backbone's U-Net downsamples slices, rows and cols "
      "32-fold: window and size must be multiples of 32 (e.g. --window 32 --stride 16). Received: window=16, size=256"),
 ])
 def test_bad_backbone_combinations_are_one_line_errors(argv, message, capsys, tmp_path):
-    assert train.main(["--fold", "0", "--out", str(tmp_path / "run"), *argv]) == 2
+    assert train_cli.main(["--fold", "0", "--out", str(tmp_path / "run"), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 
+def test_unknown_backbone_is_refused_by_the_parser_and_by_the_config(capsys, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        train_cli.main(["--fold", "0", "--out", str(tmp_path / "run"), "--backbone", "alexnet"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("planar3d.train: error: argument --backbone: invalid choice: 'alexnet' (choose from 'paper', ")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(Planar3DError, match=r"^backbone must be one of \['paper', 'vgg16', .*\]\. Received: backbone='alexnet'$"):
+        make_config("paper", backbone="alexnet")
+
+
 def test_bad_labels_table_stops_the_cli_before_anything_is_written(home, tmp_path, capsys):
-    records = train.dataset_records(make_config("demo", **TINY))
+    records = sources.dataset_records(make_config("demo", **TINY))
     lines = [f"{r.patient_id},{i % 2}" for i, r in enumerate(records)] + ["09999XXXX,1"]
     table = _table(tmp_path / "labels.csv", "subject,label\n" + "\n".join(lines) + "\n")
     out = tmp_path / "run"
     argv = ["--fold", "0", "--preset", "demo", "--size", "32", "--phantom-n-per-centre", "3", "--task",
             "classification", "--backbone", "vgg16", "--encoder-weights", "none", "--labels", str(table), "--out", str(out)]
-    assert train.main(argv) == 2
+    assert train_cli.main(argv) == 2
     assert capsys.readouterr().err == f"error: {table}: line 11: subject 09999XXXX has no scan in the dataset\n"
     assert not out.exists()
-    assert crossval.main(argv[2:]) == 2
+    assert crossval_cli.main(argv[2:]) == 2
     assert "09999XXXX has no scan in the dataset" in capsys.readouterr().err
 
 
@@ -177,15 +194,15 @@ def test_classification_fold_writes_every_output(classified):
     with (fold / "log.csv").open() as handle:
         log = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in log] == [0, 1] and {"accuracy", "val_accuracy", "val_loss"} <= set(log[0])
-    labels = {r.patient_id: v for r, v in zip(train.dataset_records(config),
-                                              lesion_load_labels(train.dataset_records(config)).values())}
+    labels = {r.patient_id: v for r, v in zip(sources.dataset_records(config),
+                                              lesion_load_labels(sources.dataset_records(config)).values())}
     for row in rows:
         assert row["label"] == labels[row["patient"]]
         assert row["prob_0"] + row["prob_1"] == pytest.approx(1.0, abs=1e-6)
         assert row["predicted"] == int(row["prob_1"] > row["prob_0"])
     with (fold / "metrics.csv").open() as handle:
         (written,) = list(csv.DictReader(handle))
-    expected = classify.classification_metrics([r["label"] for r in rows], [[r["prob_0"], r["prob_1"]] for r in rows])
+    expected = metrics.classification_metrics([r["label"] for r in rows], [[r["prob_0"], r["prob_1"]] for r in rows])
     assert float(written["accuracy"]) == expected["accuracy"]
     assert json.loads(written["confusion_matrix"]) == expected["confusion_matrix"]
     model = keras.models.load_model(fold / "best.keras", safe_mode=True, compile=False)
@@ -199,18 +216,18 @@ def test_classification_crossval_table_and_predict_csv(classified, tmp_path, cap
     assert [r["patient"] for r in pooled] == [r["patient"] for r in rows]
     summary = (out / "summary.md").read_text()
     assert "| fold | n | accuracy | balanced accuracy | ROC AUC |" in summary and "| all test scans pooled | 3 |" in summary
-    metrics = classify.classification_metrics([r["label"] for r in rows], [[r["prob_0"], r["prob_1"]] for r in rows])
-    assert f"| 1 | 3 | {metrics['accuracy']:.3f} | {metrics['balanced_accuracy']:.3f} |" in summary
+    result = metrics.classification_metrics([r["label"] for r in rows], [[r["prob_0"], r["prob_1"]] for r in rows])
+    assert f"| 1 | 3 | {result['accuracy']:.3f} | {result['balanced_accuracy']:.3f} |" in summary
 
     folder = tmp_path / "scans"
     folder.mkdir()
-    records = {r.patient_id: r for r in train.dataset_records(config)}
+    records = {r.patient_id: r for r in sources.dataset_records(config)}
     for row in rows[:2]:
         (folder / f"{row['patient']}.nii.gz").write_bytes(records[row["patient"]].flair.read_bytes())
     (folder / "broken.nii.gz").write_bytes(b"not a nifti")
     output = tmp_path / "probabilities.csv"
     model = str(out / "fold_1" / "best.keras")
-    assert predict.main(["--model", model, "--input", str(folder), "--output", str(output)]) == 1
+    assert predict_cli.main(["--model", model, "--input", str(folder), "--output", str(output)]) == 1
     assert "broken.nii.gz" in capsys.readouterr().err
     with output.open() as handle:
         written = list(csv.DictReader(handle))
@@ -219,9 +236,9 @@ def test_classification_crossval_table_and_predict_csv(classified, tmp_path, cap
         assert float(line["prob_1"]) == pytest.approx(row["prob_1"], abs=1e-5)
         assert int(line["predicted"]) == row["predicted"]
     capsys.readouterr()
-    assert predict.main(["--model", model, "--input", str(folder), "--output", str(output)]) == 2
+    assert predict_cli.main(["--model", model, "--input", str(folder), "--output", str(output)]) == 2
     assert f"{output}: output exists; pass --overwrite" in capsys.readouterr().err
-    assert predict.main(["--model", model, "--input", str(folder), "--output", str(tmp_path / "m.nii.gz")]) == 2
+    assert predict_cli.main(["--model", model, "--input", str(folder), "--output", str(tmp_path / "m.nii.gz")]) == 2
     assert "a classifier writes a table: give --output a .csv file" in capsys.readouterr().err
 
 
@@ -252,9 +269,9 @@ def test_segmenter_with_a_registry_backbone_trains_through_the_windows(home, tmp
     # windows of 32 slices: the backbone downsamples slices 32-fold as it does rows (depth_downsampling)
     config = make_config("demo", **{**TINY, "epochs": 1, "window": 32, "stride": 16, "backbone": "mobilenetv2",
                                     "mapping": "acs", "encoder_weights": "none", "freeze_encoder": False})
-    rows = train.train_fold(config, 0, tmp_path, verbose=0)
+    rows = segment.train_fold(config, 0, tmp_path, verbose=0)
     assert len(rows) == 3 and all(0.0 <= r["dice"] <= 1.0 for r in rows)
-    model = predict.load_segmentation_model(tmp_path / "fold_0" / "best.keras")
+    model = load.load_segmentation_model(tmp_path / "fold_0" / "best.keras")
     assert model.input_shape == (None, 32, 32, 32, 1) and model.output_shape == (None, 32, 32, 32, 1)
     assert load_config(tmp_path / "fold_0" / "config.json").backbone == "mobilenetv2"
 
@@ -267,13 +284,13 @@ def _rows(seed: int, fold: int, labels, p1) -> list[dict]:
 def test_summaries_over_folds_and_over_seeds():
     config = make_config("demo", **CLASSIFIER)
     rows = _rows(0, 0, [0, 1], [0.2, 0.9]) + _rows(0, 1, [0, 1], [0.7, 0.6])
-    summary = classify.classification_summary(rows, config)
+    summary = reports.classification_summary(rows, config)
     assert "| 0 | 2 | 1.000 | 1.000 | 1.000 | [[1, 0], [0, 1]] |" in summary
     assert "| 1 | 2 | 0.500 | 0.500 | 0.000 | [[0, 1], [0, 1]] |" in summary
     assert "| mean ± sd over folds | | 0.750 ± 0.354 (n=2) | 0.750 ± 0.354 (n=2) | 0.500 ± 0.707 (n=2) | |" in summary
     # pooled: p = 0.2, 0.9, 0.7, 0.6 for labels 0, 1, 0, 1 -> 3 of 4 right, AUC 3/4
     assert "| all test scans pooled | 4 | 0.750 | 0.750 | 0.750 | [[1, 1], [0, 2]] |" in summary
     more = rows + [{**row, "seed": 1, "prob_1": 1 - row["prob_1"], "prob_0": row["prob_1"]} for row in rows]
-    over_seeds = classify.seeds_classification_summary(more, config)
+    over_seeds = reports.seeds_classification_summary(more, config)
     assert "| 0 | 4 | 0.750 | 0.750 | 0.750 |" in over_seeds and "| 1 | 4 | 0.250 | 0.250 | 0.250 |" in over_seeds
     assert "| mean ± sd over seeds | | 0.500 ± 0.354 (n=2) | 0.500 ± 0.354 (n=2) | 0.500 ± 0.354 (n=2) | |" in over_seeds

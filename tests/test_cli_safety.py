@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import OS_REFUSAL
 
-from planar3d import atomic, crossval, evaluate, predict, train
-from planar3d.cli import run_cli
+from planar3d import atomic
+from planar3d.cli import crossval as crossval_cli
+from planar3d.cli import evaluate as evaluate_cli
+from planar3d.cli import predict as predict_cli
+from planar3d.cli import train as train_cli
+from planar3d.cli.common import run_cli
+from planar3d.config import make_config
+from planar3d.training import segment
 
 ROOT = Path(__file__).resolve().parents[1]
 PREPARE = ROOT / "data_prep" / "prepare_msseg2016.py"
@@ -69,10 +79,10 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the destinations were checked")
 
-    monkeypatch.setattr(predict, "load_segmentation_model", refuse)
-    monkeypatch.setattr(predict, "select_device", refuse)
-    monkeypatch.setattr(train, "dataset_records", refuse)
-    monkeypatch.setattr("planar3d.metrics.msseg_metrics", refuse)
+    monkeypatch.setattr(predict_cli, "load_segmentation_model", refuse)
+    monkeypatch.setattr(predict_cli, "select_device", refuse)
+    monkeypatch.setattr(segment, "dataset_records", refuse)
+    monkeypatch.setattr("planar3d.evaluation.evaluate.msseg_metrics", refuse)
 
 
 # ----------------------------------------------------------------------------- --help
@@ -126,7 +136,7 @@ def test_verbose_shows_what_a_normal_run_hides(tmp_path, verbose):
     (tmp_path / "tensorflow").mkdir()
     (tmp_path / "tensorflow" / "__init__.py").write_text(FAKE_TENSORFLOW)
     code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
-            "from planar3d.cli import run_cli\n"
+            "from planar3d.cli.common import run_cli\n"
             "@run_cli\n"
             "def main(argv):\n"
             "    import tensorflow\n"
@@ -152,19 +162,19 @@ def _refused(capsys, main, argv) -> str:
 
 def test_predict_refuses_an_unwritable_folder_before_loading_the_model(inputs, tmp_path, capsys, no_work):
     folder, scan, before = inputs
-    err = _refused(capsys, predict.main, ["--model", str(tmp_path / "m.keras"), "--input", str(scan),
+    err = _refused(capsys, predict_cli.main, ["--model", str(tmp_path / "m.keras"), "--input", str(scan),
                                           "--output", "/sys/mask.nii.gz"])
-    assert err == "error: /sys/mask.nii.gz: cannot be written: /sys is not writable (Permission denied)\n"
-    err = _refused(capsys, predict.main, ["--model", str(tmp_path / "m.keras"), "--input", str(folder),
+    assert re.fullmatch(rf"error: /sys/mask\.nii\.gz: cannot be written: /sys is not writable \({OS_REFUSAL}\)\n", err)
+    err = _refused(capsys, predict_cli.main, ["--model", str(tmp_path / "m.keras"), "--input", str(folder),
                                           "--output", "/sys/masks"])
-    assert err == "error: /sys/masks: cannot be created (Operation not permitted)\n"
+    assert re.fullmatch(rf"error: /sys/masks: cannot be created \({OS_REFUSAL}\)\n", err)
     assert _digest(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
 def test_predict_refuses_an_output_below_a_regular_file(inputs, tmp_path, capsys, no_work):
     folder, scan, before = inputs
     notes = folder / "notes.txt"
-    err = _refused(capsys, predict.main, ["--model", str(tmp_path / "m.keras"), "--input", str(scan),
+    err = _refused(capsys, predict_cli.main, ["--model", str(tmp_path / "m.keras"), "--input", str(scan),
                                           "--output", str(notes / "mask.nii.gz")])
     assert err == f"error: {notes / 'mask.nii.gz'}: cannot be created: {notes} is a file, not a folder\n"
     assert _digest(folder) == before
@@ -174,23 +184,23 @@ def test_evaluate_refuses_an_out_below_a_regular_file_or_unwritable(inputs, tmp_
     folder, _, before = inputs
     notes = folder / "notes.txt"
     common = ["--reference", str(folder / "ref.nii.gz"), "--prediction", str(folder / "pred.nii.gz")]
-    err = _refused(capsys, evaluate.main, [*common, "--out", str(notes / "ev")])
+    err = _refused(capsys, evaluate_cli.main, [*common, "--out", str(notes / "ev")])
     assert err == f"error: {notes / 'ev' / 'metrics.csv'}: cannot be created: {notes} is a file, not a folder\n"
-    err = _refused(capsys, evaluate.main, [*common, "--out", "/sys"])
-    assert err == "error: /sys/metrics.csv: cannot be written: /sys is not writable (Permission denied)\n"
+    err = _refused(capsys, evaluate_cli.main, [*common, "--out", "/sys"])
+    assert re.fullmatch(rf"error: /sys/metrics\.csv: cannot be written: /sys is not writable \({OS_REFUSAL}\)\n", err)
     assert _digest(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
-@pytest.mark.parametrize("tool", [train.main, crossval.main])
+@pytest.mark.parametrize("tool", [train_cli.main, crossval_cli.main])
 def test_train_and_crossval_refuse_bad_run_folders_and_caches(inputs, tmp_path, capsys, no_work, tool):
     folder, _, before = inputs
     notes = folder / "notes.txt"
-    fold = ["--fold", "0"] if tool is train.main else []
+    fold = ["--fold", "0"] if tool is train_cli.main else []
     base = [*fold, "--preset", "demo", "--size", "32", "--cache-dir", str(tmp_path / "cache")]
     err = _refused(capsys, tool, [*base, "--out", str(notes / "run")])
     assert err == f"error: {notes / 'run'}: cannot be created: {notes} is a file, not a folder\n"
     err = _refused(capsys, tool, [*base, "--out", "/sys/run"])
-    assert err == "error: /sys/run: cannot be created (Operation not permitted)\n"
+    assert re.fullmatch(rf"error: /sys/run: cannot be created \({OS_REFUSAL}\)\n", err)
     err = _refused(capsys, tool, [*fold, "--preset", "demo", "--out", str(tmp_path / "run"), "--cache-dir", str(notes)])
     assert err == f"error: {notes}: exists and is not a folder\n"
     assert _digest(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
@@ -220,7 +230,7 @@ def test_evaluate_on_a_full_disk_ends_in_one_line_and_leaves_no_file(inputs, tmp
 
     monkeypatch.setattr(atomic.os, "fsync", fsync)
     out = tmp_path / "ev"
-    code = evaluate.main(["--reference", str(folder / "ref.nii.gz"), "--prediction", str(folder / "pred.nii.gz"),
+    code = evaluate_cli.main(["--reference", str(folder / "ref.nii.gz"), "--prediction", str(folder / "pred.nii.gz"),
                           "--out", str(out), "--no-qc"])
     assert code == 1
     err = capsys.readouterr().err
@@ -258,7 +268,7 @@ def test_evaluate_outputs_get_the_umask_modes(inputs, tmp_path, capsys, mask):
     folder, _, before = inputs
     previous = os.umask(mask)
     try:
-        code = evaluate.main(["--reference", str(folder / "ref.nii.gz"), "--prediction", str(folder / "pred.nii.gz"),
+        code = evaluate_cli.main(["--reference", str(folder / "ref.nii.gz"), "--prediction", str(folder / "pred.nii.gz"),
                               "--out", str(tmp_path / "ev")])
     finally:
         os.umask(previous)
@@ -279,3 +289,66 @@ def test_prepare_refuses_a_cache_dir_that_is_a_regular_file(inputs, tmp_path, ca
     err = _refused(capsys, prepare, [str(tmp_path / "absent"), "--size", "16", "--cache-dir", str(notes)])
     assert err == f"error: {notes}: exists and is not a folder\n"
     assert _digest(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+# ----------------------------------------------------------------------------- refusals touch nothing
+def _snapshot(folder: Path) -> list[tuple[str, int, int]]:
+    """Every entry below ``folder`` (and the folder itself) with its modification time and size."""
+    return [(str(p.relative_to(folder.parent)), p.stat().st_mtime_ns, p.stat().st_size)
+            for p in [folder, *sorted(folder.rglob("*"))]]
+
+
+@pytest.mark.parametrize("tool", ["train", "crossval"])
+def test_a_run_refused_for_another_configuration_leaves_its_folder_as_it_was(tmp_path, capsys, no_work, tool):
+    run = tmp_path / "RUN"
+    trained = make_config("demo", size=32, epochs=2)
+    (run / "fold_0").mkdir(parents=True)
+    (run / "fold_0" / "config.json").write_text(trained.to_json())
+    (run / "grid.json").write_text(json.dumps({"config": trained.to_dict(), "folds": [0]}) + "\n")
+    before = _snapshot(run)
+    time.sleep(0.01)  # a touch would show in the nanosecond times
+    main = train_cli.main if tool == "train" else crossval_cli.main
+    argv = [*(["--fold", "0"] if tool == "train" else ["--folds", "0"]), "--preset", "demo", "--size", "32",
+            "--epochs", "3", "--out", str(run), "--cache-dir", str(tmp_path / "cache")]
+    err = _refused(capsys, main, argv)
+    where = run / "fold_0" if tool == "train" else run
+    assert err == f"error: {where}: run folder from a different config (differs in ['epochs']); choose another --out " \
+                  "or pass --overwrite\n"
+    assert _snapshot(run) == before and not (tmp_path / "cache").exists()
+
+
+#: (tool, flag, bad value): every numeric flag of every command is checked by the parser.
+BAD_NUMBERS = [
+    ("predict", "--batch-size", "0"), ("predict", "--stride", "0"), ("predict", "--threshold", "1.5"),
+    ("predict", "--threshold", "0"), ("train", "--epochs", "0"), ("train", "--batch-size", "-2"),
+    ("train", "--lr", "0"), ("train", "--size", "0"), ("train", "--window", "-16"), ("train", "--patience", "-1"),
+    ("train", "--lr-decay", "-0.5"), ("train", "--phantom-lesion-load", "2"), ("train", "--phantom-scale", "0"),
+    ("train", "--phantom-n-per-centre", "0"), ("train", "--fold", "-1"), ("crossval", "--folds", "-1"),
+    ("crossval", "--slurm-array-parallelism", "0"), ("crossval", "--slurm-mem", "-4"), ("evaluate", "--alpha", "0"),
+    ("evaluate", "--gamma", "1.5"), ("evaluate", "--min-lesion-mm3", "-1"), ("bids", "--batch-size", "0"),
+    ("predict", "--batch-size", "two"),
+]
+
+
+@pytest.mark.parametrize("tool, flag, value", BAD_NUMBERS)
+def test_numeric_flags_out_of_range_are_one_line_errors_before_any_work(tool, flag, value, tmp_path, capsys,
+                                                                         no_work):
+    from planar3d.cli import bids as bids_cli
+
+    scan = _scan(tmp_path / "in" / "scan.nii.gz", np.random.default_rng(0))
+    required = {
+        "predict": ["--model", str(tmp_path / "m.keras"), "--input", str(scan), "--output", str(tmp_path / "o.nii.gz")],
+        "train": ["--fold", "0", "--out", str(tmp_path / "run")], "crossval": ["--out", str(tmp_path / "run")],
+        "evaluate": ["--reference", str(scan), "--prediction", str(scan), "--out", str(tmp_path / "ev")],
+        "bids": [str(tmp_path / "in"), str(tmp_path / "out"), "participant", "--model", str(tmp_path / "m.keras")],
+    }[tool]
+    main = {"predict": predict_cli.main, "train": train_cli.main, "crossval": crossval_cli.main,
+            "evaluate": evaluate_cli.main, "bids": bids_cli.main}[tool]
+    argv = [*required, flag, value] if flag != "--fold" else [*required[2:], flag, value]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"argument {flag}: " in err
+    assert f"Received: {value}" in err or f"not an integer: '{value}'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

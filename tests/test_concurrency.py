@@ -16,9 +16,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from planar3d import crossval, train
+from planar3d.cli import crossval as crossval_cli
+from planar3d.cli import train as train_cli
 from planar3d.errors import InputFileError
 from planar3d.runlock import LOCK_NAME, lock_owner, run_lock
+from planar3d.training import segment
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD_LOCK = (
@@ -62,15 +64,15 @@ def test_a_second_run_is_refused_while_the_first_is_alive(tmp_path, holder, caps
     def refuse(*args, **kwargs):
         raise AssertionError("work started")
 
-    monkeypatch.setattr(train, "dataset_records", refuse)
-    code = train.main(["--fold", "0", "--preset", "demo", "--out", str(run), "--cache-dir", str(tmp_path / "cache")])
+    monkeypatch.setattr(segment, "dataset_records", refuse)
+    code = train_cli.main(["--fold", "0", "--preset", "demo", "--out", str(run), "--cache-dir", str(tmp_path / "cache")])
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {run / 'fold_0'}: in use by another run (pid {first.pid} on {socket.gethostname()} since ")
     assert err.endswith("); wait for it to end or choose another --out\n") and err.count("\n") == 1
     # a cross-validation of the same run folder is refused too
     holder(tmp_path / "cv")
-    assert crossval.main(["--preset", "demo", "--out", str(tmp_path / "cv"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert crossval_cli.main(["--preset", "demo", "--out", str(tmp_path / "cv"), "--cache-dir", str(tmp_path / "cache")]) == 2
     assert "in use by another run" in capsys.readouterr().err
     # the refused runs left nothing: only the holders' lock files
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
@@ -105,8 +107,8 @@ def test_a_stale_lock_file_from_a_dead_pid_is_taken_over(tmp_path):
 FILL_CACHE = (
     "import sys, time, json\n"
     "from pathlib import Path\n"
-    "from planar3d.io import find_dataset\n"
-    "from planar3d.data import load_cases\n"
+    "from planar3d.io.datasets import find_dataset\n"
+    "from planar3d.data.cache import load_cases\n"
     "records = find_dataset(sys.argv[1], require_masks=True)\n"
     "while not Path(sys.argv[3]).exists():\n"  # start together
     "    time.sleep(0.005)\n"

@@ -9,11 +9,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import planar3d.data as data_module
-from planar3d.data import CachedCase, cache_key, centre_split, cv_split, load_cases, n_folds
+from planar3d.data import cache as data_module
+from planar3d.data.cache import CachedCase, cache_key, load_cases
+from planar3d.data.preprocess import to_native
+from planar3d.data.splits import centre_split, cv_split, n_folds
 from planar3d.errors import InputFileError, Planar3DError
-from planar3d.io import Record
-from planar3d.preprocess import to_native
+from planar3d.io.records import Record
 
 REAL_IDS = [
     "01016SACH", "01038PAGU", "01039VITE", "01040VANE", "01042GULE",

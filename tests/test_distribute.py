@@ -20,8 +20,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from planar3d import crossval, train
+from planar3d.cli import crossval as crossval_cli
+from planar3d.cli import train as train_cli
 from planar3d.config import make_config
+from planar3d.runs import crossval
+from planar3d.training import fit, segment
 
 #: one epoch of the tiny phantom run (train.py's test settings, shortened). Stride 16: two
 #: windows per scan, so that every batch of 2 is full. A partial last batch (one window) leaves
@@ -48,8 +51,9 @@ import numpy as np, tensorflow as tf, keras
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from planar3d.config import make_config
-from planar3d.train import _compile, _strategy, build_from_config, mixed_precision_policy
-from planar3d.windows import window_dataset
+from planar3d.training.segment import _compile, build_from_config
+from planar3d.training.fit import distribution_strategy as _strategy, mixed_precision_policy
+from planar3d.data.windows import window_dataset
 keras.mixed_precision.set_global_policy(mixed_precision_policy())
 config = make_config("demo", size=32, encoder_weights="none", mixed_precision=True, strategy="mirrored", lr_schedule="constant")
 strategy = _strategy(config.strategy)
@@ -78,11 +82,10 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from planar3d import train
 from planar3d.config import make_config
 settings = json.loads(sys.argv[2])
 for strategy in ("default", "mirrored"):
-    rows = train.train_fold(make_config("demo", strategy=strategy, **settings), 2, f"{sys.argv[1]}/{strategy}", verbose=0)
+    rows = segment.train_fold(make_config("demo", strategy=strategy, **settings), 2, f"{sys.argv[1]}/{strategy}", verbose=0)
     print(strategy, json.dumps([row["dice"] for row in rows]))
 print("replicas", tf.distribute.MirroredStrategy().num_replicas_in_sync)
 """
@@ -114,8 +117,8 @@ def test_multiworker_is_refused_before_any_work(home, tmp_path, monkeypatch, cap
     3's "Attempt to convert a value (PerReplica:...)" (keras-team/keras#20585), so train says so."""
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
                                                 "task": {"type": "worker", "index": 0}}))
-    assert train.main(["--fold", "2", *ONE_EPOCH_ARGV, "--strategy", "multiworker", "--out", str(tmp_path / "run")]) == 2
-    assert capsys.readouterr().err == f"error: {train.MULTIWORKER_UNSUPPORTED}\n"
+    assert train_cli.main(["--fold", "2", *ONE_EPOCH_ARGV, "--strategy", "multiworker", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"error: {fit.MULTIWORKER_UNSUPPORTED}\n"
     assert not (tmp_path / "run").exists()
 
 
@@ -133,7 +136,7 @@ def test_crossval_parallel_runs_two_folds_as_processes(home, tmp_path, monkeypat
     sleep = crossval.time.sleep
     monkeypatch.setattr(crossval.time, "sleep", lambda seconds: naps.append(seconds) or sleep(seconds))
     out = tmp_path / "cv"
-    assert crossval.main([*ONE_EPOCH_ARGV, "--folds", "1", "2", "--parallel", "--out", str(out)]) == 0
+    assert crossval_cli.main([*ONE_EPOCH_ARGV, "--folds", "1", "2", "--parallel", "--out", str(out)]) == 0
     assert sorted(started) == [("1", "0"), ("2", "1")]  # both at once, one per "GPU"
     assert naps and set(naps) == {1.0}  # the parent sleeps between polls
     results = _rows(out / "results.csv")
@@ -147,7 +150,7 @@ def test_crossval_parallel_runs_two_folds_as_processes(home, tmp_path, monkeypat
 
 def test_crossval_parallel_needs_two_gpus(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(crossval, "_visible_gpus", lambda: 0)
-    assert crossval.main(["--preset", "demo", "--parallel", "--out", str(tmp_path / "cv")]) == 2
+    assert crossval_cli.main(["--preset", "demo", "--parallel", "--out", str(tmp_path / "cv")]) == 2
     assert capsys.readouterr().err == "error: --parallel needs several GPUs. Received: 0 visible\n"
 
 
@@ -157,12 +160,12 @@ def test_mixed_float16_branch_scales_the_loss_and_cannot_train_on_a_cpu(monkeypa
     float32 output, a float16 Conv3D model trains through the same ``_compile``, and the real
     model's float16 training step stops at the missing float16 MaxPool3D CPU kernel (which is
     why the README's float16 claim is tested only this far)."""
-    monkeypatch.setattr(train, "mixed_precision_policy", lambda: "mixed_float16")
+    monkeypatch.setattr(fit, "mixed_precision_policy", lambda: "mixed_float16")
     config = make_config("demo", size=32, encoder_weights="none", mixed_precision=True, lr_schedule="constant")
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = train.build_from_config(config)
-        train._compile(model, config)
+        model = segment.build_from_config(config)
+        segment._compile(model, config)
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert model.get_layer("block9_conv2").compute_dtype == "float16"
         assert model.output.dtype == "float32"
@@ -175,7 +178,7 @@ def test_mixed_float16_branch_scales_the_loss_and_cannot_train_on_a_cpu(monkeypa
         inputs = keras.Input((16, 32, 32, 1))
         hidden = keras.layers.Conv3D(4, 3, padding="same", activation="relu")(inputs)
         small = keras.Model(inputs, keras.layers.Conv3D(1, 1, activation="sigmoid", dtype="float32")(hidden))
-        train._compile(small, config)
+        segment._compile(small, config)
         assert isinstance(small.optimizer, keras.optimizers.LossScaleOptimizer)
         before = [w.copy() for w in small.get_weights()]
         history = small.fit(x, y, batch_size=2, epochs=1, verbose=0)

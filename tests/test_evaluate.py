@@ -11,18 +11,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from planar3d.cli.evaluate import main
 from planar3d.errors import InputFileError, Planar3DError
-from planar3d.evaluate import (
-    MSSEG_KEYS,
-    check_same_grid,
-    evaluate,
-    evaluate_pair,
-    find_volumes,
-    main,
-    patient_id,
-    summary_markdown,
-)
-from planar3d.metrics import msseg_metrics
+from planar3d.evaluation.evaluate import MSSEG_KEYS, check_same_grid, evaluate, evaluate_pair, find_volumes, patient_id
+from planar3d.evaluation.metrics import msseg_metrics
+from planar3d.evaluation.reports import evaluation_summary_markdown as summary_markdown
 
 SHAPE = (12, 16, 14)
 AFFINE = np.array([[-1.0, 0, 0, 90.0], [0, 1.2, 0, -126.0], [0, 0, 1.1, -72.0], [0, 0, 0, 1]])

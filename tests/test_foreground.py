@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from planar3d.data.foreground import CROP_MULTIPLE, Box, ForegroundWarning, crop_boxes, head_mask, paste
+from planar3d.data.preprocess import preprocess
 from planar3d.errors import Planar3DError
-from planar3d.foreground import CROP_MULTIPLE, Box, ForegroundWarning, crop_boxes, head_mask, paste
-from planar3d.phantom import make_phantom_dataset
-from planar3d.preprocess import preprocess
+from planar3d.io.phantom import make_phantom_dataset
 
 
 def ball_volume(shape=(32, 48, 48), centre=(16, 24, 24), radius=10.0, rng=None) -> np.ndarray:

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from planar3d import crossval, train
+from planar3d.cli import crossval as crossval_cli
+from planar3d.cli import train as train_cli
 from planar3d.config import load_config, make_config
 from planar3d.errors import Planar3DError
-from planar3d.grid import seed_config, seed_statistics, seeds_summary_markdown
+from planar3d.evaluation.reports import seed_statistics, seeds_summary_markdown
+from planar3d.runs.seeds import seed_config
+from planar3d.training import run_folder
 
 TINY = dict(size=32, epochs=1, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, phantom_n_per_centre=3)
 TINY_FLAGS = ["--preset", "demo", "--size", "32", "--epochs", "1", "--batch-size", "2", "--patience", "5",
@@ -62,7 +65,7 @@ def test_seeds_summary_states_the_statistics_and_their_n():
 
 
 def test_seed_and_seeds_flags_exclude_each_other(capsys):
-    assert train.main(["--fold", "0", "--seed", "1", "--seeds", "0", "1"]) == 2
+    assert train_cli.main(["--fold", "0", "--seed", "1", "--seeds", "0", "1"]) == 2
     assert capsys.readouterr().err == (
         "error: pass either --seed (one run) or --seeds (one run per seed), not both. "
         "Received: --seed 1 --seeds 0 1\n")
@@ -80,7 +83,7 @@ GRID = ["--folds", "0", "1", "--seeds", "0", "1"]
 def none_grid(home, tmp_path_factory):
     """A 2-fold x 2-seed cross-validation trained in this process (``--launcher none``)."""
     out = tmp_path_factory.mktemp("none") / "run"
-    assert crossval.main([*TINY_FLAGS, *GRID, "--out", str(out)]) == 0
+    assert crossval_cli.main([*TINY_FLAGS, *GRID, "--out", str(out)]) == 0
     return out
 
 
@@ -101,7 +104,7 @@ def test_crossval_over_two_seeds_then_train_reuses_them(none_grid, capsys):
     logs = [(out / f"seed_{s}" / "fold_0" / "log.csv").read_text() for s in (0, 1)]
     assert logs[0] != logs[1]  # the seed reaches the training
     results = _table(out / "results.csv")
-    per_run = {(s, f): train.read_metrics(out / f"seed_{s}" / f"fold_{f}" / "metrics.csv") for s in (0, 1) for f in (0, 1)}
+    per_run = {(s, f): run_folder.read_metrics(out / f"seed_{s}" / f"fold_{f}" / "metrics.csv") for s in (0, 1) for f in (0, 1)}
     assert [(int(r["seed"]), int(r["fold"]), r["patient"]) for r in results] == [
         (s, f, r["patient"]) for (s, f), rows in per_run.items() for r in rows]
     assert [float(r["dice"]) for r in results] == [r["dice"] for rows in per_run.values() for r in rows]
@@ -113,13 +116,13 @@ def test_crossval_over_two_seeds_then_train_reuses_them(none_grid, capsys):
     assert json.loads((out / "grid.json").read_text())["folds"] == [0, 1]
     capsys.readouterr()
     # train --seeds on the same folder reuses both finished runs and prints their statistics
-    assert train.main(["--fold", "1", *TINY_FLAGS, "--seeds", "0", "1", "--out", str(out)]) == 0
+    assert train_cli.main(["--fold", "1", *TINY_FLAGS, "--seeds", "0", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.count("already finished") == 2
     fold_means = [statistics.mean(r["dice"] for r in per_run[(s, 1)]) for s in (0, 1)]
     assert f"| dice | **{statistics.mean(fold_means):.3f} ± {statistics.stdev(fold_means):.3f} (n=2)** |" in printed
     # another configuration in the same run folder is refused before any work
-    assert crossval.main([*TINY_FLAGS, *GRID, "--lr", "1e-4", "--out", str(out)]) == 2
+    assert crossval_cli.main([*TINY_FLAGS, *GRID, "--lr", "1e-4", "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
         f"error: {out}: run folder from a different config (differs in ['lr']); choose another --out or pass --overwrite\n")
 
@@ -134,7 +137,7 @@ def test_local_jobs_failed_run_reported_resubmitted_alone_and_equal_to_in_proces
     bad.parent.mkdir(parents=True)
     bad.write_text("{truncated")
     command = [*TINY_FLAGS, *GRID, "--launcher", "local", "--slurm-array-parallelism", "2", "--out", str(out)]
-    assert crossval.main(command) == 1
+    assert crossval_cli.main(command) == 1
     err = capsys.readouterr().err
     (first,) = json.loads((out / "jobs.json").read_text())["submissions"]
     assert [(j["seed"], j["fold"]) for j in first["jobs"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
@@ -146,13 +149,13 @@ def test_local_jobs_failed_run_reported_resubmitted_alone_and_equal_to_in_proces
     assert "## Not finished: 1 of 4 runs (left out of every figure above)" in summary
     assert f"| seed 1 fold 1 | failed | job {failed['job_id']}: " in summary
     assert len(_table(out / "results.csv")) == 9  # the three finished runs' test scans
-    assert crossval.main(["--gather", str(out)]) == 1
+    assert crossval_cli.main(["--gather", str(out)]) == 1
     assert f"not finished: seed 1 fold 1: failed (job {failed['job_id']}" in capsys.readouterr().err
 
     finished = {p: p.stat().st_mtime_ns for p in out.glob("seed_*/fold_*/done.json")}
     assert len(finished) == 3
     bad.unlink()
-    assert crossval.main(command) == 0
+    assert crossval_cli.main(command) == 0
     submissions = json.loads((out / "jobs.json").read_text())["submissions"]
     assert [(j["seed"], j["fold"]) for j in submissions[1]["jobs"]] == [(1, 1)]
     assert {p: p.stat().st_mtime_ns for p in finished} == finished

@@ -5,19 +5,27 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from conftest import assert_same_sums
 import tensorflow as tf
+from test_foreground import ball_volume
 
-import planar3d.inference as inference
 from planar3d.config import make_config
+from planar3d.data.foreground import crop_boxes, head_mask, paste
 from planar3d.errors import Planar3DError
-from planar3d.foreground import crop_boxes, head_mask, paste
+from planar3d.inference import precision
+from planar3d.inference import predict as inference
+from planar3d.inference.pipeline import segment_volume
+from planar3d.inference.predict import predict_volume as inference_predict_volume
+from planar3d.inference.recompose import recompose
 from planar3d.nets.model import build_model
 from planar3d.nets.stream import decode, encode
-from planar3d.pipeline import segment_volume
-from planar3d.windows import predict_volume as plain_predict_volume
-from planar3d.windows import recompose
 
-from test_foreground import ball_volume
+
+def paper_path(model, volume, size=16, stride=8, **options):
+    """The paper's whole-volume path of :func:`planar3d.inference.predict.predict_volume`."""
+    return inference_predict_volume(model, volume, size, stride, crop="off", precision="float32", stream=False,
+                                    **options)
+
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +80,8 @@ def test_streamed_encoder_equals_the_whole_window(small_model, rng):
     whole = encode(small_model, window)
     first, second = encode(small_model, window[:, :8]), encode(small_model, window[:, 8:])
     for name, tensor in whole.items():
-        np.testing.assert_array_equal(tf.concat([first[name], second[name]], axis=1).numpy(), tensor.numpy())
-    np.testing.assert_array_equal(decode(small_model, whole).numpy(), small_model(window, training=False).numpy())
+        assert_same_sums(tf.concat([first[name], second[name]], axis=1).numpy(), tensor.numpy())
+    assert_same_sums(decode(small_model, whole).numpy(), small_model(window, training=False).numpy())
 
 
 def test_decoder_computes_only_the_kept_slices_exactly(small_model, rng):
@@ -83,37 +91,37 @@ def test_decoder_computes_only_the_kept_slices_exactly(small_model, rng):
     for lo, hi in ((0, 12), (4, 12), (4, 16), (0, 16), (3, 9)):
         part = decode(small_model, skips, keep=(lo, hi)).numpy()
         assert part.shape == (1, hi - lo, 32, 32, 1)
-        np.testing.assert_array_equal(part, whole[:, lo:hi])
+        assert_same_sums(part, whole[:, lo:hi])
 
 
 def test_blending_modes_take_every_slice_of_the_fast_path(small_model, rng):
     volume = rng.uniform(-1, 1, (32, 32, 32)).astype(np.float32)
     for mode in ("mean", "gaussian"):
-        np.testing.assert_array_equal(
+        assert_same_sums(
             inference.predict_volume(small_model, volume, mode=mode, crop="off", precision="float32", stream=True),
-            plain_predict_volume(small_model, volume, mode=mode, batch_size=1))
+            paper_path(small_model, volume, mode=mode, batch_size=1))
 
 
 def test_streamed_volume_equals_per_window_bit_for_bit(small_model, rng):
     volume = rng.uniform(-1, 1, (40, 32, 32)).astype(np.float32)
-    today = plain_predict_volume(small_model, volume, batch_size=1)
+    today = paper_path(small_model, volume, batch_size=1)
     assert inference.can_stream(small_model, 16, 8) and not inference.can_stream(small_model, 16, 4)
     streamed = inference.predict_volume(small_model, volume, crop="off", precision="float32", stream=True)
-    np.testing.assert_array_equal(streamed, today)
+    assert_same_sums(streamed, today)
     # tta: every flip streamed as well
-    np.testing.assert_array_equal(
+    assert_same_sums(
         inference.predict_volume(small_model, volume[:32], crop="off", precision="float32", stream=True, tta=True),
-        plain_predict_volume(small_model, volume[:32], batch_size=1, tta=True))
+        paper_path(small_model, volume[:32], batch_size=1, tta=True))
 
 
 def test_crop_off_float32_equals_today_bit_for_bit_through_the_pipeline(small_model, rng):
     import nibabel as nib
 
-    from planar3d.preprocess import preprocess
+    from planar3d.data.preprocess import preprocess
 
     scan = nib.Nifti1Image(ball_volume(shape=(32, 32, 32), centre=(16, 16, 16), radius=12, rng=rng), np.eye(4))
     volume, _, meta = preprocess(scan, size=32)
-    today = plain_predict_volume(small_model, volume, batch_size=1)
+    today = paper_path(small_model, volume, batch_size=1)
     config = make_config("paper", size=32, crop="off", precision="float32")
     _, _, resampled = segment_volume(small_model, volume, meta, config)
     np.testing.assert_array_equal(resampled, today)
@@ -121,16 +129,16 @@ def test_crop_off_float32_equals_today_bit_for_bit_through_the_pipeline(small_mo
 
 def test_bfloat16_is_close_to_float32(small_model, rng):
     volume = rng.uniform(-1, 1, (32, 32, 32)).astype(np.float32)
-    today = plain_predict_volume(small_model, volume, batch_size=1)
+    today = paper_path(small_model, volume, batch_size=1)
     fast = inference.predict_volume(small_model, volume, crop="off", precision="bfloat16")
     assert fast.dtype == np.float32
     assert 0 < np.abs(fast - today).max() < 0.02
 
 
 def test_reduced_precision_runs_as_graphs_and_float32_stays_eager(small_model, rng):
-    assert not inference.forward_functions(small_model, "float32").graph
-    net = inference.inference_model(small_model, "bfloat16")
-    graph, eager = inference.Forward(net, graph=True), inference.Forward(net, graph=False)
+    assert not precision.forward_functions(small_model, "float32").graph
+    net = precision.inference_model(small_model, "bfloat16")
+    graph, eager = precision.Forward(net, graph=True), precision.Forward(net, graph=False)
     assert graph.graph
     # cropped windows come in several shapes: one graph per step and shape, reused
     for cols in (32, 16, 32, 16, 32):
@@ -144,18 +152,18 @@ def test_reduced_precision_runs_as_graphs_and_float32_stays_eager(small_model, r
 def test_resolve_precision_from_the_cpu_flags(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
-    monkeypatch.setattr(inference, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
-    assert inference.resolve_precision("auto") == "bfloat16"
-    monkeypatch.setattr(inference, "_cpu_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
-    assert inference.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert precision.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
+    assert precision.resolve_precision("auto") == "bfloat16"
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    assert inference.resolve_precision("auto") == "float32"
+    assert precision.resolve_precision("auto") == "float32"
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
-    monkeypatch.setattr(inference, "_cpu_flags", lambda: {"avx2", "fma"})
-    assert inference.resolve_precision("auto") == "float32"
-    assert inference.resolve_precision("float16") == "float16"
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert precision.resolve_precision("auto") == "float32"
+    assert precision.resolve_precision("float16") == "float16"
     with pytest.raises(Planar3DError, match=r"Received: precision='half'$"):
-        inference.resolve_precision("half")
+        precision.resolve_precision("half")
 
 
 def test_bad_crop_is_refused(small_model):
@@ -163,3 +171,29 @@ def test_bad_crop_is_refused(small_model):
         inference.predict_volume(small_model, np.zeros((32, 32, 32), np.float32), crop="head")
     with pytest.raises(Planar3DError, match=r"Received: crop='head'$"):
         make_config("paper", crop="head")
+
+
+def test_graphs_per_window_shape_log_no_retracing_warning(small_model):
+    """Cropped windows come in several shapes; each gets its graph without TensorFlow's
+    "triggered tf.function retracing" warning (the main job printed it after every test scan).
+    The control traces the same shapes through one lambda per call, which does warn."""
+    import logging
+
+    from planar3d.inference.precision import Forward
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    shapes = [(1, 16, 16 * rows, 16 * cols, 1) for rows in (1, 2) for cols in (1, 2, 3)]
+    try:
+        forward = Forward(precision.inference_model(small_model, "bfloat16"), graph=True)
+        for shape in shapes:
+            forward.decode(forward.encode(tf.zeros(shape)))
+        assert not [r for r in records if "retracing" in r.getMessage()]
+        for shape in shapes:  # control: the warning is there to be caught
+            tf.function(lambda x: x * 2)(tf.zeros(shape))
+        assert [r for r in records if "retracing" in r.getMessage()]
+    finally:
+        logger.removeHandler(handler)

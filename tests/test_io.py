@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 
 from planar3d.errors import InputFileError, Planar3DError
-from planar3d.io import (
-    Record,
-    find_dataset,
-    find_msseg2016,
-    load_mask,
-    load_nifti,
-    load_scan,
-    read_dataset_table,
-    save_nifti,
-)
+from planar3d.io.datasets import find_dataset, find_msseg2016, read_dataset_table
+from planar3d.io.nifti import load_mask, load_nifti, load_scan, save_nifti
+from planar3d.io.records import Record
 
 AFFINE = np.array([[-1.0, 0, 0, 10], [0, 1.5, 0, -20], [0, 0, 2.0, 5], [0, 0, 0, 1]])
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from planar3d import crossval
+from planar3d.cli import crossval as crossval_cli
+from planar3d.config import make_config
 from planar3d.errors import Planar3DError
-from planar3d.launch import slurm_minutes
+from planar3d.runs.launch import slurm_minutes
 
 TINY_FLAGS = ["--preset", "demo", "--size", "32", "--epochs", "1", "--phantom-n-per-centre", "3"]
 
@@ -49,7 +50,7 @@ def test_slurm_submission_carries_the_options_and_records_the_jobs(fake_slurm, t
     out = tmp_path / "grid"
     options = tmp_path / "cluster.yaml"
     options.write_text("partition: from-file\ntime: 60\naccount: mslab\nsetup:\n  - module load cuda/12\n")
-    assert crossval.main([*TINY_FLAGS, "--folds", "0", "1", "--seeds", "0", "1", "--launcher", "slurm",
+    assert crossval_cli.main([*TINY_FLAGS, "--folds", "0", "1", "--seeds", "0", "1", "--launcher", "slurm",
                           "--slurm-config", str(options), "--slurm-partition", "gpu-a100", "--slurm-time", "2:30:00",
                           "--slurm-gpus-per-job", "2", "--slurm-mem", "48", "--slurm-array-parallelism", "3",
                           "--out", str(out)]) == 0
@@ -72,7 +73,7 @@ def test_slurm_submission_carries_the_options_and_records_the_jobs(fake_slurm, t
     assert not (out / "seed_0").exists()  # nothing trained on the submitting machine
 
     # nothing finished: gather names every run and its job
-    assert crossval.main(["--gather", str(out)]) == 2
+    assert crossval_cli.main(["--gather", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {out}: no run has finished yet: seed 0 fold 0 unfinished (job 4242_0 queued")
     assert "seed 1 fold 1 unfinished (job 4242_3" in err
@@ -80,7 +81,7 @@ def test_slurm_submission_carries_the_options_and_records_the_jobs(fake_slurm, t
     # submitting again: the job still running is left alone, the others go out as a new array
     (fake_slurm / "sacct.txt").write_text("JobID|State|NodeList\n4242_0|FAILED|n1\n4242_1|RUNNING|n1\n"
                                           "4242_2|TIMEOUT|n1\n4242_3|PENDING|\n")
-    assert crossval.main([*TINY_FLAGS, "--folds", "0", "1", "--seeds", "0", "1", "--launcher", "slurm",
+    assert crossval_cli.main([*TINY_FLAGS, "--folds", "0", "1", "--seeds", "0", "1", "--launcher", "slurm",
                           "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "seed 0 fold 1: job 4242_1 is still queued or running; not submitted again" in printed
@@ -95,13 +96,13 @@ def test_slurm_options_are_checked_before_submitting(fake_slurm, tmp_path, capsy
     out = tmp_path / "grid"
     bad = tmp_path / "cluster.json"
     bad.write_text('{"partitoin": "gpu"}')
-    assert crossval.main([*TINY_FLAGS, "--launcher", "slurm", "--slurm-config", str(bad), "--out", str(out)]) == 2
+    assert crossval_cli.main([*TINY_FLAGS, "--launcher", "slurm", "--slurm-config", str(bad), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {bad}: unknown SLURM options ['partitoin']; known: [")
     bad.write_text('{"gpus_per_node": 4}')
-    assert crossval.main([*TINY_FLAGS, "--launcher", "slurm", "--slurm-config", str(bad), "--out", str(out)]) == 2
+    assert crossval_cli.main([*TINY_FLAGS, "--launcher", "slurm", "--slurm-config", str(bad), "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
         f"error: {bad}: options ['gpus_per_node'] are set by planar3d (use gpus_per_job for GPUs)\n")
-    assert crossval.main([*TINY_FLAGS, "--launcher", "slurm", "--slurm-time", "soon", "--out", str(out)]) == 2
+    assert crossval_cli.main([*TINY_FLAGS, "--launcher", "slurm", "--slurm-time", "soon", "--out", str(out)]) == 2
     assert capsys.readouterr().err == "error: time limit must be minutes or [D-]HH:MM:SS. Received: time='soon'\n"
     assert not out.exists() and not list(fake_slurm.glob("submitted_*"))
 
@@ -109,7 +110,7 @@ def test_slurm_options_are_checked_before_submitting(fake_slurm, tmp_path, capsy
 def test_slurm_without_a_scheduler_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun
     out = tmp_path / "grid"
-    assert crossval.main([*TINY_FLAGS, "--launcher", "slurm", "--out", str(out)]) == 2
+    assert crossval_cli.main([*TINY_FLAGS, "--launcher", "slurm", "--out", str(out)]) == 2
     assert capsys.readouterr().err == "error: --launcher slurm: no 'srun' on PATH; submit from a SLURM login node\n"
     assert not out.exists()
 
@@ -117,15 +118,15 @@ def test_slurm_without_a_scheduler_is_one_line(tmp_path, monkeypatch, capsys):
 def test_missing_extra_names_the_install_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now raises ImportError
     out = tmp_path / "grid"
-    assert crossval.main([*TINY_FLAGS, "--launcher", "local", "--out", str(out)]) == 2
+    assert crossval_cli.main([*TINY_FLAGS, "--launcher", "local", "--out", str(out)]) == 2
     assert capsys.readouterr().err == (
         'error: --launcher local needs the optional package submitit: pip install -e ".[cluster]"\n')
     assert not out.exists()
 
 
 def test_submitit_is_imported_only_for_a_launcher():
-    script = ("import sys; from planar3d import crossval, grid, launch, train; "
-              "from planar3d.cli import make_parser, add_launcher_flags; p = make_parser('x', 'x'); "
+    script = ("import sys; from planar3d.runs import crossval, grid, launch; from planar3d.training import segment; "
+              "from planar3d.cli.common import make_parser, add_launcher_flags; p = make_parser('x', 'x'); "
               "add_launcher_flags(p); launch.launch_options(p.parse_args(['--slurm-time', '90'])); "
               "print('submitit' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -137,3 +138,18 @@ def test_slurm_minutes():
     assert [slurm_minutes(v) for v in (90, "90", "1:30:00", "2-00:00:00", "0:00:30")] == [90, 90, 90, 2880, 1]
     with pytest.raises(Planar3DError, match=r"Received: time=0"):
         slurm_minutes(0)
+
+
+def test_a_job_pickled_before_the_stage_layout_still_loads():
+    """submitit pickled jobs of older grids as ``planar3d.launch.TrainJob``: they load as today's class."""
+    import pickle
+
+    from planar3d.runs.launch import TrainJob
+
+    job = TrainJob(make_config("demo").to_dict(), 2, "/tmp/run", overwrite=True)
+    today = pickle.dumps(job, protocol=2)  # no frames: the module name can be swapped in place
+    assert b"planar3d.runs.launch" in today
+    old = today.replace(b"planar3d.runs.launch\n", b"planar3d.launch\n")
+    assert b"planar3d.runs" not in old
+    loaded = pickle.loads(old)
+    assert type(loaded) is TrainJob and vars(loaded) == vars(job)

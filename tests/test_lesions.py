@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from planar3d.errors import Planar3DError
-from planar3d.lesions import (
+from planar3d.evaluation.lesions import (
     as_mask,
     bounding_box,
     label_lesions,

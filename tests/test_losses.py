@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from planar3d.losses import bce_dice_loss, dice_coef
+from planar3d.nets.losses import bce_dice_loss, dice_coef
 
 
 def test_loss_matches_the_formula(rng):

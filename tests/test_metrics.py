@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from planar3d.errors import Planar3DError
-from planar3d.metrics import (
+from planar3d.evaluation.metrics import (
     SCAN_METRIC_KEYS,
     absolute_volume_difference_ml,
     dice,
@@ -209,7 +209,7 @@ def test_contour_on_the_image_border_follows_itk():
     # ITK's BinaryContourImageFilter (Anima) does not treat the outside of the image as
     # background: a corner cube 3x3x3 has 27 - 2**3 = 19 contour voxels (those with a
     # coordinate equal to 2), not all 27; a mask filling the image falls back to its border.
-    from planar3d.metrics import _contour
+    from planar3d.evaluation.metrics import _contour
 
     corner = _empty((5, 5, 5))
     corner[:3, :3, :3] = True
@@ -494,7 +494,7 @@ def _anima_true_positive_lesions(table: np.ndarray, alpha: float, beta: float, g
 def test_lesion_detection_matches_a_literal_transcription_of_anima(rng):
     from scipy import ndimage
 
-    from planar3d.lesions import label_lesions
+    from planar3d.evaluation.lesions import label_lesions
 
     faces = ndimage.generate_binary_structure(3, 1)
     for _ in range(40):

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from planar3d.nets import weights as weights_module
 from planar3d.errors import InputFileError, Planar3DError
+from planar3d.nets import weights as weights_module
 from planar3d.nets.layers import PlanarConv3D
 from planar3d.nets.mapping import grey_kernel, map_vgg16, planar_kernel
 from planar3d.nets.model import BOTTLENECK_SOURCES, build_model, encoder_layer_names

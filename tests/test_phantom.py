@@ -9,11 +9,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import planar3d.phantom as phantom_module
+from planar3d.data.preprocess import preprocess, to_native
 from planar3d.errors import InputFileError, Planar3DError
-from planar3d.io import find_dataset, load_mask, load_scan
-from planar3d.phantom import CENTRES, DEFAULT_SCALE, ensure_phantom, make_phantom_dataset
-from planar3d.preprocess import preprocess, to_native
+from planar3d.io import phantom as phantom_module
+from planar3d.io.datasets import find_dataset
+from planar3d.io.nifti import load_mask, load_scan
+from planar3d.io.phantom import CENTRES, DEFAULT_SCALE, ensure_phantom, make_phantom_dataset
 
 
 @pytest.fixture(scope="module")

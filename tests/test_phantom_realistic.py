@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from planar3d.errors import Planar3DError
-from planar3d.io import find_dataset
-from planar3d.phantom import CENTRES, DEFAULT_SCALE, ensure_phantom, make_phantom_dataset
-from planar3d.phantom_realistic import ACQUISITION, LESION_TYPES, _volume_mm3, acquire
+from planar3d.io.datasets import find_dataset
+from planar3d.io.phantom import CENTRES, DEFAULT_SCALE, ensure_phantom, make_phantom_dataset
+from planar3d.io.phantom_realistic import ACQUISITION, LESION_TYPES, _volume_mm3, acquire
 
 #: paper Table 1, lesion voxel ratio per centre
 TABLE1 = {"01": 0.00311, "07": 0.00141, "08": 0.00144}

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 
+from planar3d.data.preprocess import SAGITTAL_AXCODES, preprocess, to_native
 from planar3d.errors import Planar3DError
-from planar3d.io import load_nifti, save_nifti
-from planar3d.preprocess import SAGITTAL_AXCODES, preprocess, to_native
+from planar3d.io.nifti import load_nifti, save_nifti
 
 SPACING_AFFINE = np.diag([1.2, 1.0, 0.9, 1.0])
 

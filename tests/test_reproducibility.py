@@ -12,10 +12,10 @@ import keras
 import numpy as np
 import pytest
 
-from planar3d import train
 from planar3d.config import make_config
 from planar3d.errors import Planar3DError
 from planar3d.machine import cpu_isa_flags
+from planar3d.training import fit, run_folder, segment
 
 TINY = dict(size=32, epochs=2, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, phantom_n_per_centre=3)
 TINY_FLAGS = ["--preset", "demo", "--size", "32", "--epochs", "2", "--batch-size", "2", "--patience", "5",
@@ -40,12 +40,12 @@ def test_cpu_isa_flags_parses_the_first_processor():
 
 def test_cosine_schedule_runs_from_lr_to_zero():
     config = make_config("demo", lr=1e-3, lr_decay=0.0, lr_schedule="cosine", epochs=4)
-    schedule = train.learning_rate(config, steps_per_epoch=10)
+    schedule = fit.learning_rate(config, steps_per_epoch=10)
     assert [float(schedule(step)) for step in (0, 20, 40)] == pytest.approx([1e-3, 5e-4, 0.0], rel=1e-6, abs=1e-12)
     with pytest.raises(Planar3DError, match="lr_schedule 'cosine' needs the number of steps per epoch"):
-        train.learning_rate(config)
-    assert train.learning_rate(make_config("demo", lr_schedule="constant", lr_decay=0.0, lr=2e-3)) == 2e-3
-    paper = train.learning_rate(make_config("paper"))
+        fit.learning_rate(config)
+    assert fit.learning_rate(make_config("demo", lr_schedule="constant", lr_decay=0.0, lr=2e-3)) == 2e-3
+    paper = fit.learning_rate(make_config("paper"))
     assert float(paper(0)) == pytest.approx(5e-5) and float(paper(1e7)) == pytest.approx(5e-5 / (1 + 1.99))
     with pytest.raises(Planar3DError, match=r"lr_schedule 'cosine' replaces the inverse-time lr_decay; set lr_decay "
                                             r"to 0. Received: lr_schedule='cosine', lr_decay=1.99e-07"):
@@ -60,8 +60,8 @@ def _weights(path: Path) -> list[np.ndarray]:
 def test_rerun_in_a_new_process_is_bit_identical(home, tmp_path):
     """Same machine, same thread count, same seed, op determinism on: every logged loss,
     every weight of best.keras and every test metric are equal to the last bit."""
-    first = train.train_fold(make_config("demo", **TINY), 1, tmp_path / "first", verbose=0)
-    env = {**os.environ, "PYTHONPATH": str(Path(train.__file__).resolve().parents[1])}
+    first = segment.train_fold(make_config("demo", **TINY), 1, tmp_path / "first", verbose=0)
+    env = {**os.environ, "PYTHONPATH": str(Path(segment.__file__).resolve().parents[2])}
     result = subprocess.run([sys.executable, "-m", "planar3d.train", "--fold", "1", "--out", str(tmp_path / "second"),
                              *TINY_FLAGS], capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -73,11 +73,11 @@ def test_rerun_in_a_new_process_is_bit_identical(home, tmp_path):
     machine = json.loads((one / "versions.json").read_text())["machine"]
     assert machine["cpu_isa"] == cpu_isa_flags() and machine["op_determinism"] is True
     assert machine["cpu_count"] == os.cpu_count() and isinstance(machine["onednn_env"], dict)
-    assert [r["dice"] for r in first] == [r["dice"] for r in train.read_metrics(two / "metrics.csv")]
+    assert [r["dice"] for r in first] == [r["dice"] for r in run_folder.read_metrics(two / "metrics.csv")]
 
 
 def test_versions_name_the_source_commit_of_a_checkout_and_none_elsewhere(tmp_path):
-    from planar3d.train import source_revision
+    from planar3d.training.run_folder import source_revision
 
     root = Path(__file__).resolve().parents[1]
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()

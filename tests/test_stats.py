@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from planar3d.errors import Planar3DError
-from planar3d.stats import mean_sd, paired_difference, paired_matrix
+from planar3d.evaluation.stats import mean_sd, paired_difference, paired_matrix
 
 
 def test_mean_sd():

@@ -10,11 +10,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from planar3d import crossval, predict, train
+from planar3d.cli import predict as predict_cli
+from planar3d.cli import train as train_cli
 from planar3d.config import load_config, make_config
+from planar3d.data.windows import window_dataset
 from planar3d.errors import Planar3DError
-from planar3d.metrics import lesion_detection, sensitivity
-from planar3d.windows import window_dataset
+from planar3d.evaluation import reports
+from planar3d.evaluation.metrics import lesion_detection, sensitivity
+from planar3d.io import sources
+from planar3d.runs import crossval
+from planar3d.training import segment
 
 #: the cheapest run that trains end to end (resuming, reuse, refusals)
 TINY = dict(size=32, epochs=2, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, lr_schedule="constant", phantom_n_per_centre=3)
@@ -28,7 +33,7 @@ def trained(home, tmp_path_factory):
     """Fold 2 trained with LEARN and seed 0, shared by the tests that read its outputs."""
     out = tmp_path_factory.mktemp("run")
     config = make_config("demo", seed=0, **LEARN)
-    rows = train.train_fold(config, 2, out, verbose=0)
+    rows = segment.train_fold(config, 2, out, verbose=0)
     return config, out, rows
 
 
@@ -74,8 +79,7 @@ def test_config_files_read_as_yaml_or_json_with_one_line_errors(tmp_path):
 
 
 def test_phantom_and_robust_flags_reach_the_config_and_the_data(monkeypatch, tmp_path):
-    from planar3d import phantom
-    from planar3d.cli import add_config_flags, config_from_args, make_parser
+    from planar3d.cli.common import add_config_flags, config_from_args, make_parser
 
     parser = make_parser("test", "test")
     add_config_flags(parser)
@@ -88,10 +92,10 @@ def test_phantom_and_robust_flags_reach_the_config_and_the_data(monkeypatch, tmp
     assert config_from_args(parser.parse_args(["--no-robust"])).robust_normalisation is False
     # --seed leaves the phantom alone; --phantom-seed and --phantom-lesion-load make it
     asked = []
-    monkeypatch.setattr(phantom, "ensure_phantom", lambda **options: asked.append(options) or tmp_path)
-    monkeypatch.setattr(train, "find_dataset", lambda root, **options: [root])
-    train.dataset_records(config)
-    train.dataset_records(default)
+    monkeypatch.setattr(sources, "ensure_phantom", lambda **options: asked.append(options) or tmp_path)
+    monkeypatch.setattr(sources, "find_dataset", lambda root, **options: [root])
+    sources.dataset_records(config)
+    sources.dataset_records(default)
     assert asked == [{"seed": 7, "n_per_centre": 5, "mode": "realistic", "lesion_load": 0.004},
                      {"seed": 0, "n_per_centre": 5, "mode": "simple"}]
 
@@ -127,7 +131,7 @@ def test_training_writes_every_output(trained):
     for row in rows:
         mask_path = fold / "predictions" / f"{row['patient']}_mask.nii.gz"
         mask = nib.load(mask_path)
-        records = {r.patient_id: r for r in train.dataset_records(config)}
+        records = {r.patient_id: r for r in sources.dataset_records(config)}
         scan = nib.load(records[row["patient"]].flair)
         assert mask.shape == scan.shape
         np.testing.assert_allclose(mask.affine, scan.affine)
@@ -137,11 +141,11 @@ def test_training_writes_every_output(trained):
 @pytest.mark.slow
 def test_finished_fold_is_reused_and_other_config_refused(trained, capsys):
     config, out, rows = trained
-    again = train.train_fold(config, 2, out, verbose=0)
+    again = segment.train_fold(config, 2, out, verbose=0)
     assert [r["patient"] for r in again] == [r["patient"] for r in rows]
     assert "already finished" in capsys.readouterr().out
     with pytest.raises(Planar3DError, match=r"run folder from a different config \(differs in \['lr'\]\)"):
-        train.train_fold(make_config("demo", seed=0, **{**LEARN, "lr": 1e-4}), 2, out, verbose=0)
+        segment.train_fold(make_config("demo", seed=0, **{**LEARN, "lr": 1e-4}), 2, out, verbose=0)
 
 
 #: Fold 2's mean test Dice (3 test scans, native grid) after a LEARN run, measured on this
@@ -175,7 +179,7 @@ def test_tiny_training_learns(seed, trained, tmp_path):
     """A model that does not learn (or a broken loss, decoder or data path) fails here."""
     config, _, rows = trained
     if seed != config.seed:
-        rows = train.train_fold(make_config("demo", seed=seed, **LEARN), 2, tmp_path, verbose=0)
+        rows = segment.train_fold(make_config("demo", seed=seed, **LEARN), 2, tmp_path, verbose=0)
     assert _mean_test_dice(rows) > LEARNS_ABOVE, [row["dice"] for row in rows]
 
 
@@ -185,7 +189,7 @@ def test_tiny_training_with_the_encoder_kernels_zeroed_stays_far_below(home, tmp
     decoder sees no image, so what the real run learns comes through the ImageNet encoder."""
     from planar3d.nets.model import encoder_layer_names
 
-    build = train.build_from_config
+    build = segment.build_from_config
 
     def zeroed_encoder(config):
         model = build(config)
@@ -195,8 +199,8 @@ def test_tiny_training_with_the_encoder_kernels_zeroed_stays_far_below(home, tmp
             layer.set_weights([np.zeros_like(kernel), *others])
         return model
 
-    monkeypatch.setattr(train, "build_from_config", zeroed_encoder)
-    rows = train.train_fold(make_config("demo", seed=0, **LEARN), 2, tmp_path, verbose=0)
+    monkeypatch.setattr(segment, "build_from_config", zeroed_encoder)
+    rows = segment.train_fold(make_config("demo", seed=0, **LEARN), 2, tmp_path, verbose=0)
     assert _mean_test_dice(rows) < CONTROL_BELOW, [row["dice"] for row in rows]
 
 
@@ -206,7 +210,10 @@ def test_tiny_training_with_the_encoder_kernels_zeroed_stays_far_below(home, tmp
 _KILLED_TRAINING = r"""
 import os, signal, sys
 import keras
-from planar3d import callbacks, train
+
+from planar3d.cli import train as train_cli
+from planar3d.runs import seeds
+from planar3d.training import callbacks
 
 where, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 
@@ -222,8 +229,8 @@ if where == "batch":
             if self.epoch == at and batch == 2:
                 die()
 
-    train_fold = train.train_fold
-    train.train_fold = lambda *args, **kwargs: train_fold(*args, **kwargs, extra_callbacks=[KillMidEpoch()])
+    train_fold = seeds.train_fold
+    seeds.train_fold = lambda *args, **kwargs: train_fold(*args, **kwargs, extra_callbacks=[KillMidEpoch()])
 else:
     save_model, save_weights = callbacks.AtomicBackupAndRestore._save_model, keras.Model.save_weights
 
@@ -239,7 +246,7 @@ else:
         save_model(self)
 
     callbacks.AtomicBackupAndRestore._save_model = killed_save
-sys.exit(train.main(argv))
+sys.exit(train_cli.main(argv))
 """
 
 
@@ -264,7 +271,7 @@ def test_sigkill_mid_epoch_and_during_the_backup_write_resumes_bit_identically(h
     while it writes the backup of epoch 1, and restarted once more: the log, the test metrics
     and the weights of ``best.keras`` equal an uninterrupted run's exactly (op determinism on)."""
     config = make_config("demo", **TINY)
-    straight = train.train_fold(config, 0, tmp_path / "straight", verbose=0)
+    straight = segment.train_fold(config, 0, tmp_path / "straight", verbose=0)
     argv = ["--fold", "0", "--preset", "demo", "--size", "32", "--epochs", "2", "--batch-size", "2", "--patience", "5",
             "--lr", "1e-3", "--lr-decay", "0", "--lr-schedule", "constant", "--phantom-n-per-centre", "3",
             "--out", str(tmp_path / "killed")]
@@ -275,7 +282,7 @@ def test_sigkill_mid_epoch_and_during_the_backup_write_resumes_bit_identically(h
     assert json.loads((fold / "backup" / "current" / "training_metadata.json").read_text())["epoch"] == 1
     assert not (fold / "done.json").exists()
     with pytest.raises(Planar3DError, match="holds an unfinished run; pass --resume"):
-        train.train_fold(config, 0, tmp_path / "killed", resume=False, verbose=0)
+        segment.train_fold(config, 0, tmp_path / "killed", resume=False, verbose=0)
 
     _killed_training("backup", 1, argv)  # resumes after epoch 1, dies writing the backup of epoch 2
     assert [int(r["epoch"]) for r in _rows(fold / "log.csv")] == [0, 1]  # logged before the backup
@@ -283,7 +290,7 @@ def test_sigkill_mid_epoch_and_during_the_backup_write_resumes_bit_identically(h
     assert (staging / "model.weights.h5").is_file() and not (staging / "training_metadata.json").exists()
     assert json.loads((fold / "backup" / "current" / "training_metadata.json").read_text())["epoch"] == 1
 
-    resumed = train.train_fold(config, 0, tmp_path / "killed", verbose=0)
+    resumed = segment.train_fold(config, 0, tmp_path / "killed", verbose=0)
     straight_fold = tmp_path / "straight" / "fold_0"
     assert _rows(fold / "log.csv") == _rows(straight_fold / "log.csv")  # every logged number, as text
     assert resumed == straight
@@ -296,7 +303,7 @@ def test_sigkill_mid_epoch_and_during_the_backup_write_resumes_bit_identically(h
 
 
 def test_fold_out_of_range_is_one_line_error(home, capsys, tmp_path):
-    assert train.main(["--fold", "7", "--preset", "demo", "--size", "32", "--phantom-n-per-centre", "3",
+    assert train_cli.main(["--fold", "7", "--preset", "demo", "--size", "32", "--phantom-n-per-centre", "3",
                        "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Received: fold=7" in err and "Traceback" not in err
@@ -304,7 +311,7 @@ def test_fold_out_of_range_is_one_line_error(home, capsys, tmp_path):
 
 
 def test_centre_split_fold_out_of_range_is_one_line_error(home, capsys, tmp_path):
-    assert train.main(["--fold", "3", "--split", "centre", "--preset", "demo", "--size", "32",
+    assert train_cli.main(["--fold", "3", "--split", "centre", "--preset", "demo", "--size", "32",
                        "--phantom-n-per-centre", "3", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err == "error: fold must be in 0..2 (one per centre ['01', '07', '08']). Received: fold=3\n"
@@ -313,7 +320,7 @@ def test_centre_split_fold_out_of_range_is_one_line_error(home, capsys, tmp_path
 
 def test_unknown_flag_value_exits_2(capsys):
     with pytest.raises(SystemExit) as stop:
-        train.main(["--fold", "0", "--blend", "max"])
+        train_cli.main(["--fold", "0", "--blend", "max"])
     assert stop.value.code == 2
     assert "invalid choice: 'max'" in capsys.readouterr().err
 
@@ -332,14 +339,14 @@ def test_crossval_summary_and_predict_cli(trained, tmp_path, capsys):
 
     # a test scan of the fold (never seen in training), under an oblique affine
     test_id = json.loads((out / "fold_2" / "split.json").read_text())["test"][0]
-    record = {r.patient_id: r for r in train.dataset_records(config)}[test_id]
+    record = {r.patient_id: r for r in sources.dataset_records(config)}[test_id]
     scan = nib.load(record.flair)
     oblique = tmp_path / "oblique.nii.gz"
     rotation = np.array([[0.0, -1, 0, 10], [1, 0, 0, -5], [0, 0, 1, 3], [0, 0, 0, 1]]) @ scan.affine
     nib.save(nib.Nifti1Image(np.asarray(scan.dataobj), rotation), oblique)
     model = out / "fold_2" / "best.keras"
     output = tmp_path / "out" / "mask.nii.gz"
-    assert predict.main(["--model", str(model), "--input", str(oblique), "--output", str(output), "--lesion-map"]) == 0
+    assert predict_cli.main(["--model", str(model), "--input", str(oblique), "--output", str(output), "--lesion-map"]) == 0
     mask = nib.load(output)
     assert mask.shape == scan.shape
     np.testing.assert_allclose(mask.affine, rotation, atol=1e-6)
@@ -360,15 +367,15 @@ def test_crossval_summary_and_predict_cli(trained, tmp_path, capsys):
     assert sensitivity(reference, predicted) >= PREDICT_BOUNDS["sensitivity"]
     # determinism: a second prediction is identical voxel for voxel
     second = tmp_path / "out" / "again.nii.gz"
-    assert predict.main(["--model", str(model), "--input", str(oblique), "--output", str(second), "--no-qc"]) == 0
+    assert predict_cli.main(["--model", str(model), "--input", str(oblique), "--output", str(second), "--no-qc"]) == 0
     np.testing.assert_array_equal(np.asarray(nib.load(second).dataobj), np.asarray(mask.dataobj))
     # refusals: existing output, output equal to input, not a model
     capsys.readouterr()
-    assert predict.main(["--model", str(model), "--input", str(oblique), "--output", str(output)]) == 2
+    assert predict_cli.main(["--model", str(model), "--input", str(oblique), "--output", str(output)]) == 2
     assert "output exists; pass --overwrite" in capsys.readouterr().err
-    assert predict.main(["--model", str(model), "--input", str(oblique), "--output", str(oblique)]) == 2
+    assert predict_cli.main(["--model", str(model), "--input", str(oblique), "--output", str(oblique)]) == 2
     assert "output path equals the input" in capsys.readouterr().err
-    assert predict.main(["--model", str(oblique), "--input", str(oblique), "--output", str(tmp_path / "x.nii.gz")]) == 2
+    assert predict_cli.main(["--model", str(oblique), "--input", str(oblique), "--output", str(tmp_path / "x.nii.gz")]) == 2
     assert "not a loadable planar3d .keras model" in capsys.readouterr().err
 
 
@@ -377,12 +384,12 @@ def test_predict_folder_mode_continues_past_a_bad_file(trained, tmp_path, capsys
     config, out, _ = trained
     folder = tmp_path / "scans"
     folder.mkdir()
-    records = train.dataset_records(config)[:2]
+    records = sources.dataset_records(config)[:2]
     for record in records:
         (folder / f"{record.patient_id}.nii.gz").write_bytes(record.flair.read_bytes())
     (folder / "broken.nii.gz").write_bytes(b"not a nifti at all")
     output = tmp_path / "masks"
-    code = predict.main(["--model", str(out / "fold_2" / "best.keras"), "--input", str(folder), "--output", str(output), "--no-qc"])
+    code = predict_cli.main(["--model", str(out / "fold_2" / "best.keras"), "--input", str(folder), "--output", str(output), "--no-qc"])
     assert code == 1
     captured = capsys.readouterr()
     assert "broken.nii.gz" in captured.err and "1 of 3 scans failed" in captured.err
@@ -390,14 +397,14 @@ def test_predict_folder_mode_continues_past_a_bad_file(trained, tmp_path, capsys
         assert (output / f"{record.patient_id}_mask.nii.gz").is_file()
     with (output / "lesion_summary.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 2
-    assert predict.main(["--model", str(out / "fold_2" / "best.keras"), "--input", str(folder), "--output", str(output), "--no-qc"]) == 1
+    assert predict_cli.main(["--model", str(out / "fold_2" / "best.keras"), "--input", str(folder), "--output", str(output), "--no-qc"]) == 1
     assert "skip" in capsys.readouterr().out
 
 
 def test_missing_weights_stop_before_anything_is_written(home, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PLANAR3D_VGG16_WEIGHTS", str(tmp_path / "absent.h5"))
     out = tmp_path / "run"
-    assert train.main(["--fold", "0", "--preset", "demo", "--size", "32", "--phantom-n-per-centre", "3",
+    assert train_cli.main(["--fold", "0", "--preset", "demo", "--size", "32", "--phantom-n-per-centre", "3",
                        "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "absent.h5: file named by PLANAR3D_VGG16_WEIGHTS does not exist" in err and "Traceback" not in err
@@ -407,15 +414,15 @@ def test_missing_weights_stop_before_anything_is_written(home, tmp_path, monkeyp
 def test_centre_split_summary_names_the_held_out_centre_of_each_fold():
     rows = [{"fold": f, "patient": f"{c}X{i}", "centre": c, "dice": 0.5 + 0.1 * i, "sensitivity": 0.6}
             for f, c in enumerate(("01", "07", "08")) for i in range(2)]
-    summary = crossval.summary_markdown(rows, make_config("demo", split="centre"))
+    summary = reports.crossval_summary_markdown(rows, make_config("demo", split="centre"))
     assert ("Split: leave-one-centre-out (fold 0 tests centre 01, fold 1 tests centre 07, fold 2 tests centre 08; "
             "each trains on the other centres") in summary
     assert "| dice (planar3d) | 0.55 ± 0.05 (n=2) | 0.55 ± 0.05 (n=2) | 0.55 ± 0.05 (n=2) | 0.55 ± 0.05 (n=6) |" in summary
-    assert "Split: the paper's" in crossval.summary_markdown(rows, make_config("demo"))
+    assert "Split: the paper's" in reports.crossval_summary_markdown(rows, make_config("demo"))
 
 
 def test_centre_split_is_named_in_the_seeds_summary_too():
-    from planar3d.grid import seeds_summary_markdown
+    from planar3d.evaluation.reports import seeds_summary_markdown
 
     rows = [{"seed": s, "fold": f, "patient": f"{c}X{i}", "centre": c, "dice": 0.5 + 0.1 * s, "sensitivity": 0.6}
             for s in (0, 1) for f, c in enumerate(("01", "07", "08")) for i in range(2)]

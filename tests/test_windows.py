@@ -8,17 +8,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from planar3d.config import BLENDS as RECOMPOSE_MODES
+from planar3d.data.geometry import kept_slices, window_starts
+from planar3d.data.windows import extract_windows, window_dataset
 from planar3d.errors import InputFileError, Planar3DError
-from planar3d.windows import (
-    RECOMPOSE_MODES,
-    binarize,
-    extract_windows,
-    kept_slices,
-    predict_volume,
-    recompose,
-    window_dataset,
-    window_starts,
-)
+from planar3d.inference.postprocess import binarize
+from planar3d.inference.predict import predict_volume as inference_predict_volume
+from planar3d.inference.recompose import recompose
+
+
+def paper_path(model, volume, size=16, stride=8, **options):
+    """The paper's whole-volume path of :func:`planar3d.inference.predict.predict_volume`."""
+    return inference_predict_volume(model, volume, size, stride, crop="off", precision="float32", stream=False,
+                                    **options)
+
 
 # (depth, size, stride) with an even overlap, valid for every mode
 EVEN_GEOMETRIES = [(32, 16, 8), (40, 16, 8), (32, 16, 4), (24, 8, 2), (16, 16, 8), (32, 8, 8), (33, 9, 3)]
@@ -336,29 +339,29 @@ def identity_model(channels: int = 1, size: int = 16) -> keras.Model:
 @pytest.mark.parametrize("mode", RECOMPOSE_MODES)
 def test_predict_volume_identity_returns_input(mode, rng):
     volume = rng.random((48, 8, 6), dtype=np.float32)
-    prob = predict_volume(identity_model(), volume, size=16, stride=8, mode=mode, batch_size=3)
+    prob = paper_path(identity_model(), volume, size=16, stride=8, mode=mode, batch_size=3)
     assert prob.dtype == np.float32
     np.testing.assert_array_equal(prob, volume)
 
 
 def test_predict_volume_repeats_grey_to_model_channels(rng):
     volume = rng.random((32, 8, 8), dtype=np.float32)
-    prob = predict_volume(identity_model(channels=3), volume, size=16, stride=8, batch_size=2)
+    prob = paper_path(identity_model(channels=3), volume, size=16, stride=8, batch_size=2)
     np.testing.assert_array_equal(prob, volume)
 
 
 def test_predict_volume_tta_identity_and_equivariant(rng):
     volume = rng.normal(size=(32, 8, 6)).astype(np.float32)
-    np.testing.assert_array_equal(predict_volume(identity_model(), volume, 16, 8, tta=True), volume)
+    np.testing.assert_array_equal(paper_path(identity_model(), volume, 16, 8, tta=True), volume)
     pointwise = keras.Sequential([keras.Input((16, None, None, 1)), keras.layers.Activation("sigmoid")])
     np.testing.assert_array_equal(
-        predict_volume(pointwise, volume, 16, 8, tta=True), predict_volume(pointwise, volume, 16, 8)
+        paper_path(pointwise, volume, 16, 8, tta=True), paper_path(pointwise, volume, 16, 8)
     )
     smoothing = keras.Sequential(
         [keras.Input((16, None, None, 1)), keras.layers.AveragePooling3D((3, 3, 3), strides=1, padding="same")]
     )
     np.testing.assert_allclose(
-        predict_volume(smoothing, volume, 16, 8, tta=True), predict_volume(smoothing, volume, 16, 8), atol=1e-6
+        paper_path(smoothing, volume, 16, 8, tta=True), paper_path(smoothing, volume, 16, 8), atol=1e-6
     )
 
 
@@ -370,20 +373,20 @@ def test_predict_volume_tta_unflips_before_averaging(rng):
     expected = np.zeros(volume.shape)
     for axes in [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]:
         flipped = np.flip(volume, axes) if axes else volume
-        prediction = predict_volume(model, flipped.copy(), 16, 8)
+        prediction = paper_path(model, flipped.copy(), 16, 8)
         expected += np.flip(prediction, axes) if axes else prediction
-    tta = predict_volume(model, volume, 16, 8, tta=True)
+    tta = paper_path(model, volume, 16, 8, tta=True)
     np.testing.assert_allclose(tta, expected / 8, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(tta, predict_volume(model, volume, 16, 8))
+    assert not np.allclose(tta, paper_path(model, volume, 16, 8))
 
 
 def test_predict_volume_errors():
     with pytest.raises(Planar3DError, match=r"the model takes windows of 16 slices\. Received: size=8$"):
-        predict_volume(identity_model(), np.zeros((32, 4, 4)), size=8, stride=4)
+        paper_path(identity_model(), np.zeros((32, 4, 4)), size=8, stride=4)
     with pytest.raises(Planar3DError, match=r"takes 3 channels\. Received: volume\.shape=\(32, 4, 4, 2\)$"):
-        predict_volume(identity_model(channels=3), np.zeros((32, 4, 4, 2)))
+        paper_path(identity_model(channels=3), np.zeros((32, 4, 4, 2)))
     with pytest.raises(Planar3DError, match=r"Received: depth=12$"):
-        predict_volume(identity_model(), np.zeros((12, 4, 4)))
+        paper_path(identity_model(), np.zeros((12, 4, 4)))
 
 
 # ----------------------------------------------------------------------------- binarize

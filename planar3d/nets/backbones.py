@@ -10,7 +10,7 @@ where their "experimental" warnings come from).
 :data:`BACKBONES` names Keras Applications encoders and the stage outputs a U-Net decoder
 takes as skips; :func:`build_encoder` builds one in 2D with its weights and converts it.
 
-Mappings (:data:`CONVERTER_MAPPINGS`) of ``Conv2D`` / ``DepthwiseConv2D``:
+Mappings (:data:`MAPPINGS`) of ``Conv2D`` / ``DepthwiseConv2D``:
 
 - ``"planar"`` (Kolarik et al. 2020): :class:`~planar3d.nets.layers.PlanarConv3D`, the 2D
   kernel flat along the slice axis; kernels unchanged (a size-1 axis inserted).
@@ -36,13 +36,13 @@ import keras
 import numpy as np
 from keras import layers
 
+from planar3d.config import MAPPINGS
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.nets.layers import ACSConv3D, LayerScale, PlanarConv3D, SoftACSConv3D
 from planar3d.nets.mapping import channel_kernel, inflate_kernel
 
-__all__ = ["BACKBONES", "CONVERTERS", "CONVERTER_MAPPINGS", "Backbone", "build_encoder", "to_3d"]
+__all__ = ["BACKBONES", "CONVERTERS", "Backbone", "build_encoder", "to_3d"]
 
-CONVERTER_MAPPINGS: tuple[str, ...] = ("planar", "acs", "soft_acs", "inflate", "none")
 _PLANE_LAYERS = {"planar": PlanarConv3D, "acs": ACSConv3D, "soft_acs": SoftACSConv3D}
 # Layers between the input and the first convolution that act on each channel alone.
 _CHANNELWISE_INPUT_LAYERS = (layers.ZeroPadding2D, layers.Rescaling, layers.Normalization, layers.InputLayer)
@@ -370,7 +370,7 @@ def to_3d(
     Args:
         model_2d: a functional (or Sequential) channels-last 2D Keras model with one input,
             e.g. a Keras Applications model with ``include_top=False``.
-        mapping: one of :data:`CONVERTER_MAPPINGS` (see the module docstring).
+        mapping: one of :data:`MAPPINGS` (see the module docstring).
         depth_downsampling: ``True``: the slice axis is downsampled wherever the rows are
             (strides, pool sizes and padding of the rows applied to the slices, like the
             paper's MaxPooling3D (2, 2, 2)); ``False``: the slice axis is never touched
@@ -393,8 +393,8 @@ def to_3d(
         Planar3DError: unknown ``mapping``; a layer without a 3D twin (the message names it
             and its class); a model with several inputs; a bad ``input_shape``.
     """
-    if mapping not in CONVERTER_MAPPINGS:
-        raise Planar3DError(f"mapping must be one of {CONVERTER_MAPPINGS}. Received: mapping={mapping!r}")
+    if mapping not in MAPPINGS:
+        raise Planar3DError(f"mapping must be one of {MAPPINGS}. Received: mapping={mapping!r}")
     if len(model_2d.inputs) != 1:
         raise Planar3DError(f"to_3d converts models with one input. Received: {len(model_2d.inputs)} inputs")
     shape_2d = tuple(model_2d.inputs[0].shape[1:])
@@ -527,7 +527,7 @@ def build_encoder(
         input_shape: `(slices, rows, cols, channels)`; rows and cols at least 32 (Keras
             Applications' minimum), and with ``depth_downsampling`` the slices should be a
             multiple of 32 as rows and cols are for a U-Net (see :func:`to_3d` for channels).
-        mapping: one of :data:`CONVERTER_MAPPINGS`.
+        mapping: one of :data:`MAPPINGS`.
         weights: ``"imagenet"`` (Keras' own loader and cache, ``~/.keras/models``: a connected
             machine downloads them once; for ``vgg16`` also ``$PLANAR3D_VGG16_WEIGHTS``, see
             :func:`planar3d.nets.weights.resolve_imagenet_weights`), a path to a weights file
@@ -550,7 +550,7 @@ def build_encoder(
         raise Planar3DError(
             f"input_shape must be (slices, rows, cols, channels) of positive ints. Received: input_shape={shape}"
         )
-    if mapping not in CONVERTER_MAPPINGS:
-        raise Planar3DError(f"mapping must be one of {CONVERTER_MAPPINGS}. Received: mapping={mapping!r}")
+    if mapping not in MAPPINGS:
+        raise Planar3DError(f"mapping must be one of {MAPPINGS}. Received: mapping={mapping!r}")
     model_2d = _load_2d(name, shape[1], shape[2], None if mapping == "none" else weights)
     return to_3d(model_2d, mapping=mapping, depth_downsampling=depth_downsampling, input_shape=shape)

@@ -57,6 +57,15 @@ def _out_size(size, kernel: int, stride: int, dilation: int, pad):
     return (size + before + after - (kernel - 1) * dilation - 1) // stride + 1
 
 
+def _same_pads(sizes, kernel, strides, dilations) -> list[tuple[int, int]]:
+    """TensorFlow's ``"SAME"`` padding ``(before, after)`` of two axes: ``ceil(n / s)`` outputs."""
+    pads = []
+    for n, k, s, d in zip(sizes, kernel, strides, dilations):
+        total = max((-(-int(n) // s) - 1) * s + (int(k) - 1) * d + 1 - int(n), 0)
+        pads.append((total // 2, total - total // 2))
+    return pads
+
+
 def _conv_planes(inputs, kernel_2d, axis: int, strides=(1, 1, 1), dilations=(1, 1, 1), padding="same",
                  depthwise: bool = False):
     """``Conv3D`` with a kernel flat (size 1) along spatial ``axis``, as 2D convolutions of planes.
@@ -100,8 +109,19 @@ def _conv_planes(inputs, kernel_2d, axis: int, strides=(1, 1, 1), dilations=(1, 
     if depthwise:
         channels = planes.shape[-1]
         kernel = ops.reshape(kernel_2d, (kernel_2d.shape[0], kernel_2d.shape[1], channels, -1))
-        outputs = tf.nn.depthwise_conv2d(planes, kernel, strides=[1, *plane_strides, 1], padding=mode,
-                                         dilations=plane_dilations)
+        if plane_strides[0] != plane_strides[1]:
+            # TensorFlow's CPU depthwise kernel takes equal row and column strides only (oneDNN's
+            # AVX-512 path aside): pad as the strided convolution would, convolve at stride 1 and
+            # keep every stride-th output, the same sums.
+            if mode == "SAME":
+                planes = tf.pad(planes, [(0, 0), *_same_pads(planes.shape[1:3], kernel.shape[:2], plane_strides,
+                                                             plane_dilations), (0, 0)])
+            outputs = tf.nn.depthwise_conv2d(planes, kernel, strides=[1, 1, 1, 1], padding="VALID",
+                                             dilations=plane_dilations)
+            outputs = outputs[:, :: plane_strides[0], :: plane_strides[1]]
+        else:
+            outputs = tf.nn.depthwise_conv2d(planes, kernel, strides=[1, *plane_strides, 1], padding=mode,
+                                             dilations=plane_dilations)
     else:
         outputs = tf.nn.conv2d(planes, kernel_2d, strides=plane_strides, padding=mode, dilations=plane_dilations)
     out_shape = ops.shape(outputs)

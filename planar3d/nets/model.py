@@ -22,6 +22,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
+from planar3d.config import CHOICES
 from planar3d.errors import Planar3DError
 from planar3d.nets.layers import ACSConv3D, PlanarConv3D
 from planar3d.nets.mapping import MAPPINGS, grey_kernel, map_vgg16
@@ -41,7 +42,6 @@ DECODER_SKIPS: dict[int, tuple[int, tuple[int, int, int], str]] = {
     9: (32, (3, 3, 3), "block1_conv2"),
 }
 _DEPTH_MULTIPLE = 16  # four poolings by 2 along every axis
-_BOTTLENECK_INITS = ("vgg", "random")
 
 
 def encoder_layer_names() -> list[str]:
@@ -182,9 +182,9 @@ def build_model(
             that cannot be found or are not VGG16.
     """
     input_shape = _check_input_shape(input_shape)
-    if bottleneck_init not in _BOTTLENECK_INITS:
+    if bottleneck_init not in CHOICES["bottleneck_init"]:
         raise Planar3DError(
-            f"bottleneck_init must be one of {_BOTTLENECK_INITS}. Received: bottleneck_init={bottleneck_init!r}"
+            f"bottleneck_init must be one of {CHOICES['bottleneck_init']}. Received: bottleneck_init={bottleneck_init!r}"
         )
     if mapping not in MAPPINGS:
         raise Planar3DError(f"mapping must be one of {MAPPINGS}. Received: mapping={mapping!r}")

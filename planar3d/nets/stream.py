@@ -6,7 +6,7 @@ poolings do, and they pool slices in aligned groups of 2, 4 and 8. So blocks 1-4
 compute inside the whole window: ``encode(window) == concat(encode(chunk) for its chunks)``
 along the slice axis. :func:`encode` and :func:`decode` replay the model's own layers (no copy
 of the weights), so ``decode(model, encode(model, x)) == model(x)``; streaming inference
-(:func:`planar3d.inference.predict_volume`) encodes each chunk once and reuses it in the
+(:func:`planar3d.inference.predict.predict_volume`) encodes each chunk once and reuses it in the
 windows that share it.
 """
 
@@ -86,7 +86,7 @@ def decode(model: Any, skips: dict[str, Any], keep: tuple[int, int] | None = Non
     zeros too), its upsampling on the matching half-resolution slices (kernel 2, stride 2: each
     output slice comes from one input slice). The result equals ``decode(...)[:, lo:hi]``.
     The paper's middle recomposition keeps 8 of 16 slices of most windows
-    (:func:`planar3d.windows.kept_slices`), so the most expensive block runs on 12 of 16.
+    (:func:`planar3d.data.geometry.kept_slices`), so the most expensive block runs on 12 of 16.
 
     Args:
         model: as for :func:`encode`.

@@ -1,0 +1,267 @@
+"""Segment new scans: ``python -m planar3d.predict --model best.keras --input FLAIR.nii.gz --output mask.nii.gz``.
+
+With a classifier model (``--task classification``) it writes class probabilities instead:
+``--input scans/ --output probabilities.csv`` (:func:`planar3d.apps.predict.predict_classes`).
+
+Raw FLAIR in, binary lesion mask out on the input's native grid, with its affine, qform
+and sform. Also: ``--probabilities``, a per-scan lesion report (CSV and JSON), a labelled
+lesion map, a QC overlay PNG, and a folder mode (``--input DIR --output DIR``) that loads the
+model once, continues past bad files and writes one group table.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from planar3d.atomic import check_destinations, check_writable, write_rows, write_text_atomic
+from planar3d.config import Config, load_config, make_config
+from planar3d.data.preprocess import preprocess
+from planar3d.errors import InputFileError, Planar3DError
+from planar3d.evaluation.lesions import label_lesions, lesion_summary, lesion_table
+from planar3d.inference.pipeline import (
+    INFERENCE_BATCH_SIZE,  # no TensorFlow: windows is imported when used
+    segment_volume,
+)
+from planar3d.inference.postprocess import binarize
+from planar3d.io.datasets import find_dataset
+from planar3d.io.nifti import load_scan, save_nifti
+from planar3d.nets.load import load_classifier
+from planar3d.training.classify import class_probabilities, volume_sample
+
+__all__ = [
+    "SUFFIXES", "Segmentation", "check_not_input", "inference_config", "input_scans", "predict_classes",
+    "predict_scan", "scan_name", "scan_outputs", "segment_scan", "select_device", "stem", "write_table"
+]
+
+
+def predict_classes(model_path: str | Path, inputs: Sequence[str], output: str | Path, config: Config,
+                    overwrite: bool = False) -> tuple[list[dict], list[str]]:
+    """Classify scans with a trained classifier and write one CSV row per scan.
+
+    Args:
+        model_path: a classifier ``best.keras``.
+        inputs: FLAIR files, folders of them, or CSV/TSV dataset tables (as ``planar3d.apps.predict``).
+        output: the ``.csv`` to write: ``scan``, ``subject``, ``predicted``, ``prob_<k>``.
+        config: ``robust_normalisation`` is used (the run's config).
+        overwrite: replace an existing ``output``.
+
+    Returns:
+        ``(rows, failures)``: the rows written and the scans that could not be read (skipped).
+
+    Raises:
+        InputFileError: ``output`` exists without ``overwrite`` or is not a ``.csv``; a bad
+            model; no scans.
+    """
+
+    output = Path(output)
+    if output.suffix.lower() != ".csv":
+        raise InputFileError(output, "a classifier writes a table: give --output a .csv file")
+    check_writable(output, overwrite)  # refuse before computing anything
+    scans = input_scans(inputs)
+    model = load_classifier(model_path)
+    size, channels = int(model.input_shape[1]), int(model.input_shape[-1])
+    rows, failures = [], []
+    for path in scans:
+        try:
+            volume, _, _ = preprocess(load_scan(path), size=size, robust=config.robust_normalisation)
+        except Planar3DError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failures.append(str(path))
+            continue
+        probabilities = class_probabilities(model, volume_sample(volume, channels)[None])[0]
+        rows.append({"scan": str(path), "subject": scan_name(path), "predicted": int(np.argmax(probabilities)),
+                     **{f"prob_{k}": float(p) for k, p in enumerate(probabilities)}})
+        print(f"{path}: class {rows[-1]['predicted']} (p = {probabilities.max():.3f})")
+    if rows:
+        write_rows(output, rows, overwrite=overwrite)
+    return rows, failures
+
+
+SUFFIXES = (".nii.gz", ".nii")
+
+
+def inference_config(model: str | Path, **overrides) -> Config:
+    """The run's ``config.json`` beside the model (else the paper's), with overrides (None = keep).
+
+    Raises:
+        InputFileError: a bad ``config.json``.
+        Planar3DError: an invalid override.
+    """
+    saved = Path(model).parent / "config.json"
+    base = load_config(saved) if saved.is_file() else make_config("paper")
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
+
+
+def stem(path: Path) -> str:
+    name = path.name
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One segmented scan (see :func:`segment_scan`).
+
+    Attributes:
+        scan: the input image (``nibabel``), whose grid the outputs are on.
+        volume: `(size, size, size)` preprocessed scan.
+        probabilities: float32 lesion probabilities on the native grid.
+        mask: uint8 binary mask on the native grid.
+        resampled: `(size, size, size)` probabilities before resampling.
+        table: :func:`planar3d.evaluation.lesions.lesion_table` rows (id 1 = largest lesion).
+        config: the settings used (window and size from the model).
+    """
+
+    scan: object
+    volume: np.ndarray
+    probabilities: np.ndarray
+    mask: np.ndarray
+    resampled: np.ndarray
+    table: list
+    config: Config
+
+    def summary(self) -> dict:
+        """``{"n_lesions", "total_volume_ml"}`` of :func:`planar3d.evaluation.lesions.lesion_summary`."""
+
+        return lesion_summary(self.table)
+
+    def qc_picture(self, path: str | Path, title: str, overwrite: bool = False) -> None:
+        """The FLAIR with the predicted lesions in three planes (resampled cube) as a PNG."""
+        from planar3d.evaluation.report_figures import plot_overlay
+
+        check_writable(path, overwrite)
+        plot_overlay(self.volume, prediction=binarize(self.resampled, self.config.threshold, self.config.threshold_rule),
+                     path=Path(path), title=title)
+
+
+def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int = INFERENCE_BATCH_SIZE,
+                 progress: bool = False) -> Segmentation:
+    """Load, preprocess and segment one raw FLAIR scan; write nothing (``config.crop`` and
+    ``config.precision`` choose the inference path; ``progress`` shows a bar over the windows).
+
+    Raises:
+        InputFileError: a bad input file (see :func:`planar3d.io.nifti.load_scan`).
+    """
+
+    scan = load_scan(flair_path)
+    size = int(model.input_shape[2])
+    volume, _, meta = preprocess(scan, size=size, robust=config.robust_normalisation)
+    config = replace(config, window=int(model.input_shape[1]), size=size)
+    prob, mask, resampled = segment_volume(model, volume, meta, config, batch_size=batch_size, progress=progress)
+    table = lesion_table(mask, scan.affine, probabilities=prob)
+    return Segmentation(scan, volume, prob, mask, resampled, table, config)
+
+
+def predict_scan(model, flair_path: str | Path, output: str | Path, config: Config, probabilities: str | Path | None = None,
+                 lesion_map: str | Path | None = None, report: bool = True, overlay: bool = True,
+                 overwrite: bool = False, batch_size: int = INFERENCE_BATCH_SIZE, progress: bool = False) -> dict:
+    """Segment one scan and write its outputs; return its summary row.
+
+    ``config.crop`` and ``config.precision`` choose the inference path (see
+    :func:`planar3d.inference.predict.predict_volume`); ``progress`` shows a bar over the windows on a
+    terminal.
+
+    Outputs beside ``output`` (``<name>.nii.gz``): ``<name>_lesions.csv`` / ``.json`` (one
+    row per lesion: id, voxels, volume in mm³, centroid in voxels and in scanner mm, mean
+    probability) and ``<name>_qc.png`` (FLAIR with the lesions in three planes).
+
+    Raises:
+        InputFileError: a bad input, the output equals the input, or an output exists
+            without ``overwrite``.
+    """
+
+    flair_path, output = Path(flair_path), Path(output)
+    check_not_input(flair_path, output, probabilities)
+    base = output.parent / stem(output)
+    # refuse existing or unwritable outputs before computing anything
+    check_destinations(scan_outputs(output, probabilities, lesion_map, report, overlay), overwrite=overwrite)
+
+    result = segment_scan(model, flair_path, config, batch_size=batch_size, progress=progress)
+    scan, mask, table = result.scan, result.mask, result.table
+    summary = {"scan": str(flair_path), "mask": str(output), **result.summary()}
+
+    save_nifti(mask, scan, output, overwrite=overwrite)
+    if probabilities:
+        save_nifti(result.probabilities, scan, probabilities, overwrite=overwrite)
+    if lesion_map:
+        labels, _ = label_lesions(mask)
+        save_nifti(labels.astype(np.int16), scan, lesion_map, overwrite=overwrite)
+    if report:
+        write_table(base.with_name(base.name + "_lesions.csv"), table, overwrite)
+        write_text_atomic(base.with_name(base.name + "_lesions.json"),
+                          json.dumps({**summary, "lesions": table}, indent=2) + "\n", overwrite=overwrite)
+    if overlay:
+        result.qc_picture(base.with_name(base.name + "_qc.png"), overwrite=overwrite,
+                          title=f"{flair_path.name}: {summary['n_lesions']} lesions, {summary['total_volume_ml']:.2f} ml")
+    return summary
+
+
+def check_not_input(flair_path: Path, output: Path, probabilities: str | Path | None) -> None:
+    if output.resolve() == flair_path.resolve() or (probabilities and Path(probabilities).resolve() == flair_path.resolve()):
+        raise InputFileError(output, "output path equals the input; choose another --output")
+
+
+def scan_outputs(output: str | Path, probabilities: str | Path | None = None, lesion_map: str | Path | None = None,
+                 report: bool = True, overlay: bool = True) -> list[Path]:
+    """Every file :func:`predict_scan` writes for one scan, the mask first."""
+    output = Path(output)
+    base = output.parent / stem(output)
+    paths = [output, *(Path(p) for p in (probabilities, lesion_map) if p)]
+    if report:
+        paths += [base.with_name(base.name + "_lesions.csv"), base.with_name(base.name + "_lesions.json")]
+    if overlay:
+        paths.append(base.with_name(base.name + "_qc.png"))
+    return paths
+
+
+def write_table(path: Path, rows: Sequence[dict], overwrite: bool) -> None:
+    """A lesion table (an empty one keeps its header)."""
+    write_rows(path, rows, overwrite=overwrite, columns=None if rows else ["id", "voxels", "volume_mm3"])
+
+
+def input_scans(inputs: Sequence[str]) -> list[Path]:
+    """The scans named by ``--input``: files, folders (every ``.nii``/``.nii.gz`` below, masks and
+    probability maps excluded) and CSV/TSV dataset tables.
+
+    Raises:
+        InputFileError: a folder without scans, a bad table.
+    """
+
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.name.endswith(SUFFIXES) and p.is_file())
+            found = [p for p in found if not any(k in p.name.lower() for k in ("mask", "consensus", "_prob"))]
+            if not found:
+                raise InputFileError(path, "no .nii or .nii.gz scans in this folder")
+            paths += found
+        elif path.suffix.lower() in (".csv", ".tsv"):
+            paths += [record.flair for record in find_dataset(path)]
+        else:
+            paths.append(path)
+    return paths
+
+
+def scan_name(path: Path) -> str:
+    """A scan's name: its file stem, or its folder's name for MSSEG's ``3DFLAIR.nii.gz``."""
+    return stem(path) if path.name not in ("3DFLAIR.nii.gz", "FLAIR.nii.gz") else path.parent.name
+
+
+def select_device(choice: str) -> None:
+    """Hide the GPUs for ``"cpu"``; say so when ``"auto"``/``"gpu"`` finds none."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if choice == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+    elif choice in ("auto", "gpu") and not gpus:
+        print("notice: no GPU visible, running on the CPU", file=sys.stderr)

@@ -1,0 +1,116 @@
+"""``planar3d-predict``: segment raw FLAIR scans with a trained model (masks, lesion tables, QC), or
+classify them with a classifier model. The work is :mod:`planar3d.apps.predict`'s."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from planar3d.apps.predict import (
+    SUFFIXES,
+    check_not_input,
+    inference_config,
+    input_scans,
+    predict_classes,
+    predict_scan,
+    scan_name,
+    scan_outputs,
+    select_device,
+    stem,
+    write_table,
+)
+from planar3d.atomic import check_destinations
+from planar3d.cli.common import add_segment_flags, make_parser, run_cli
+from planar3d.errors import InputFileError, Planar3DError
+from planar3d.inference.pipeline import INFERENCE_BATCH_SIZE  # no TensorFlow: windows is imported when used
+from planar3d.nets.load import load_segmentation_model
+
+__all__ = []
+
+
+def _inputs_and_outputs(inputs: Sequence[str], output: str) -> list[tuple[Path, Path]]:
+    """Pair every input scan with its output mask path."""
+    paths = input_scans(inputs)
+    folder_mode = len(paths) > 1 or Path(inputs[0]).is_dir() or Path(output).is_dir() or not output.endswith(SUFFIXES)
+    if not folder_mode:
+        return [(paths[0], Path(output))]
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputFileError(out_dir, "several inputs need an output folder, not a file")
+    names = [scan_name(p) for p in paths]
+    if len(set(names)) != len(names):
+        names = [f"{p.parent.name}_{stem(p)}" for p in paths]
+    return [(p, out_dir / f"{name}_mask.nii.gz") for p, name in zip(paths, names)]
+
+
+@run_cli
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("Segment MS lesions in raw FLAIR scans with a trained planar3d model.", "planar3d.predict")
+    parser.add_argument("--model", required=True, help="trained model (RUN_DIR/fold_k/best.keras)")
+    parser.add_argument("--input", nargs="+", required=True, help="FLAIR .nii/.nii.gz file(s), a folder, or a CSV/TSV list")
+    parser.add_argument("--output", required=True, help="mask .nii.gz for one input; a folder for several; "
+                        "with a classifier model a .csv of class probabilities (one row per scan)")
+    parser.add_argument("--probabilities", help="also write the probability map here (single input only)")
+    parser.add_argument("--lesion-map", action="store_true", help="also write a labelled lesion map (<name>_labels.nii.gz)")
+    parser.add_argument("--no-report", action="store_true", help="skip the per-lesion CSV/JSON report")
+    parser.add_argument("--no-qc", action="store_true", help="skip the QC overlay PNG")
+    add_segment_flags(parser, batch_default=INFERENCE_BATCH_SIZE)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar over the windows of a "
+                        "single scan, on a terminal only)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them in folder mode, refuse for one scan)")
+    args = parser.parse_args(argv)
+
+    config = inference_config(args.model, **{k: getattr(args, k) for k in ("threshold", "threshold_rule", "blend", "tta", "stride",
+                                                                            "crop", "precision")})
+    if config.task == "classification" or args.output.lower().endswith(".csv"):
+
+        select_device(args.device)
+        rows, failures = predict_classes(args.model, args.input, args.output, config, overwrite=args.overwrite)
+        if failures:
+            print(f"error: {len(failures)} of {len(rows) + len(failures)} scans failed: {', '.join(failures)}", file=sys.stderr)
+            return 1
+        print(f"class probabilities: {args.output}")
+        return 0
+    pairs = _inputs_and_outputs(args.input, args.output)
+    if args.probabilities and len(pairs) > 1:
+        raise Planar3DError("--probabilities takes one input; in folder mode probability maps are not written")
+    # refuse unwritable destinations before loading the model
+    if len(pairs) == 1:
+        flair, output = pairs[0]
+        labels = output.with_name(stem(output) + "_labels.nii.gz") if args.lesion_map else None
+        check_not_input(flair, output, args.probabilities)
+        check_destinations(scan_outputs(output, args.probabilities, labels, not args.no_report, not args.no_qc),
+                           overwrite=args.overwrite)
+    else:
+        check_destinations(folders=[args.output])
+    select_device(args.device)
+    model = load_segmentation_model(args.model)
+
+    from tqdm.auto import tqdm
+
+    rows, failures = [], []
+    for flair, output in tqdm(pairs, desc="segment", unit="scan", disable=len(pairs) == 1):
+        if len(pairs) > 1 and output.exists() and not args.overwrite:
+            tqdm.write(f"skip {flair}: {output} exists (pass --overwrite to redo)")
+            continue
+        try:
+            labels = output.with_name(stem(output) + "_labels.nii.gz") if args.lesion_map else None
+            row = predict_scan(model, flair, output, config, probabilities=args.probabilities, lesion_map=labels,
+                               report=not args.no_report, overlay=not args.no_qc, overwrite=args.overwrite,
+                               batch_size=args.batch_size, progress=len(pairs) == 1 and not args.quiet)
+        except Planar3DError as error:
+            if len(pairs) == 1:
+                raise
+            tqdm.write(f"error: {error}", file=sys.stderr)  # on its own line, not on the bar's
+            failures.append(str(flair))
+            continue
+        rows.append(row)
+        tqdm.write(f"{flair}: {row['n_lesions']} lesions, {row['total_volume_ml']:.2f} ml -> {output}")
+    if len(pairs) > 1 and rows:
+        write_table(Path(args.output) / "lesion_summary.csv", rows, overwrite=True)
+        print(f"group table: {Path(args.output) / 'lesion_summary.csv'}")
+    if failures:
+        print(f"error: {len(failures)} of {len(pairs)} scans failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""From scans to training data: preprocessing, the volume cache, splits, labels, window geometry and tf.data windows."""

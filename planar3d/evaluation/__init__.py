@@ -1,0 +1,1 @@
+"""Metrics, lesions, statistics, the paper's reference figures, reports and figures."""

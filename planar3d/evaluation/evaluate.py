@@ -1,0 +1,463 @@
+"""Evaluate predicted lesion masks against references: ``python -m planar3d.evaluate``.
+
+``--reference`` and ``--prediction`` are two mask files (one pair) or two folders (pairs
+matched by patient id; a file and a folder also work, matched by id). Each pair must be on
+one voxel grid: equal shapes and affines equal within 1e-4 (absolute, per element). The
+MSSEG-2016 metric set (:func:`planar3d.evaluation.metrics.msseg_metrics`) is computed per pair with the
+reference's voxel size, and written to ``--out`` (default: ``evaluation/`` beside the
+prediction, i.e. inside a prediction folder or in a prediction file's folder):
+
+* ``metrics.csv``: one row per pair: ``patient``, ``centre`` (first two characters of the
+  id) and the 14 MSSEG-2016 metrics;
+* ``summary.md``: mean ± std (population) per centre and overall, with the paper's Table 2
+  Dice and sensitivity beside ours;
+* ``boxplot.png``: per-centre box plots of Dice, sensitivity, PPV and lesion F1;
+* ``qc/<id>.png``: the FLAIR with the predicted (red) and reference (green, both: yellow)
+  lesions in the three planes through the largest predicted lesion (unless ``--no-qc``);
+* ``evaluation.json``: the effective arguments, the evaluated pairs and any problems.
+
+Patient ids: a file named generically (``Consensus.nii.gz``, ``mask.nii.gz``,
+``3DFLAIR.nii.gz``, ...) takes the id of its folder (skipping folder names such as
+``Masks`` or ``Preprocessed_Data``); any other file the name without the extension and
+without a trailing ``_mask``, ``_pred``, ``_prediction``, ``_seg`` or ``_consensus``
+(``_flair`` for scans). Below a folder, only files recognisable as masks (generic mask
+name or one of those suffixes) are taken when there are any, so an MSSEG-2016 patient
+folder yields its ``Consensus.nii.gz`` and not the FLAIR or the seven manual
+segmentations; otherwise every NIfTI file is taken.
+
+QC overlays are drawn on the FLAIR of ``--flair`` (a file, or a folder matched by id);
+without ``--flair`` on the FLAIR found beside the references (``3DFLAIR.nii.gz`` or
+``FLAIR_preprocessed.nii.gz`` of the MSSEG-2016 layouts), else on a black background.
+Volumes are reoriented (no resampling) to the axis order of :mod:`planar3d.data.preprocess`
+so that the panels are the true sagittal, axial and coronal planes.
+
+Exit status: 0 when every matched pair was evaluated; 1 when some pairs (folder mode) or
+some overlays failed, each reported on stderr; 2 for a user error (bad single pair, no
+matched pair, existing outputs without ``--overwrite``, bad flags).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from planar3d import __version__
+from planar3d.atomic import check_destinations, write_rows, write_text_atomic
+from planar3d.data.preprocess import SAGITTAL_AXCODES
+from planar3d.errors import InputFileError, Planar3DError
+from planar3d.evaluation.metrics import MSSEG_KEYS, msseg_metrics
+from planar3d.evaluation.reference import ANIMA_ALPHA, ANIMA_BETA, ANIMA_GAMMA, ANIMA_MIN_LESION_MM3, paper_table2
+from planar3d.evaluation.reports import evaluation_summary_markdown
+from planar3d.io.nifti import check_binary, load_nifti
+
+__all__ = [
+    "AFFINE_TOLERANCE", "Evaluation", "check_same_grid", "evaluate", "evaluate_pair", "find_volumes",
+    "load_binary_mask", "match_pairs", "patient_id"
+]
+
+
+
+
+#: Largest absolute difference allowed between the affine elements of a pair (mm).
+AFFINE_TOLERANCE = 1e-4
+
+
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+_GENERIC_NAMES = {
+    "mask": ("consensus", "mask", "seg", "segmentation", "prediction", "pred", "lesions", "lesion_mask",
+             "ground_truth", "groundtruth", "gt"),
+    "scan": ("3dflair", "flair", "flair_preprocessed"),
+}
+
+
+_ID_SUFFIXES = {
+    "mask": ("_mask", "_pred", "_prediction", "_seg", "_consensus"),
+    "scan": ("_flair", "_3dflair"),
+}
+
+
+_GENERIC_FOLDERS = ("masks", "preprocessed_data", "unprocessed_data", "raw_data", "predictions", "anat")
+
+
+
+
+_BOXPLOT_KEYS = ("dice", "sensitivity", "ppv", "lesion_f1")
+
+
+def _name_stem(path: Path) -> str:
+    for suffix in _NIFTI_SUFFIXES:
+        if path.name.lower().endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
+
+def _folder_id(path: Path) -> str:
+    for folder in path.resolve().parents:
+        if folder.name and folder.name.lower() not in _GENERIC_FOLDERS:
+            return folder.name
+    return path.resolve().parent.name
+
+
+def _check_role(role: str) -> None:
+    if role not in _GENERIC_NAMES:
+        raise Planar3DError(f"role must be 'mask' or 'scan'. Received: role={role!r}")
+
+
+def patient_id(path: str | Path, role: str = "mask") -> str:
+    """The patient id of a mask (``role="mask"``) or FLAIR (``role="scan"``) file.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file (it need not exist).
+        role: ``"mask"`` or ``"scan"``: which generic names and suffixes apply.
+
+    Returns:
+        The name of the nearest folder not named like ``Masks`` / ``Preprocessed_Data``
+        when the file name is generic (``Consensus``, ``mask``, ``3DFLAIR`` ...), else the
+        file name without extension and trailing role suffixes (``01016SACH_mask`` ->
+        ``01016SACH``).
+
+    Raises:
+        Planar3DError: an unknown role.
+    """
+    _check_role(role)
+    path = Path(path)
+    stem = _name_stem(path)
+    if stem.lower() in _GENERIC_NAMES[role]:
+        return _folder_id(path)
+    stripped = True
+    while stripped:
+        stripped = False
+        for suffix in _ID_SUFFIXES[role]:
+            if stem.lower().endswith(suffix) and len(stem) > len(suffix):
+                stem, stripped = stem[: -len(suffix)], True
+    return stem
+
+
+def _is_marked(path: Path, role: str) -> bool:
+    stem = _name_stem(path).lower()
+    return stem in _GENERIC_NAMES[role] or stem.endswith(_ID_SUFFIXES[role])
+
+
+def find_volumes(path: str | Path, role: str = "mask", marked_only: bool = False) -> dict[str, Path]:
+    """The volumes of a file or folder, keyed by patient id.
+
+    Args:
+        path: one NIfTI file (returned as is, whatever its name) or a folder searched
+            recursively for ``.nii`` / ``.nii.gz`` files (hidden files and folders skipped).
+        role: ``"mask"`` or ``"scan"`` (see :func:`patient_id`).
+        marked_only: in a folder, take only files named as the role (generic name or role
+            suffix) even when there are none; by default all files are taken then.
+
+    Returns:
+        ``{patient id: path}`` sorted by id; empty only with ``marked_only``.
+
+    Raises:
+        InputFileError: the path does not exist, a folder holds no NIfTI file, or two files
+            give the same patient id.
+    """
+    _check_role(role)
+    path = Path(path)
+    if path.is_file():
+        return {patient_id(path, role): path}
+    if not path.is_dir():
+        raise InputFileError(path, "not found (expected a .nii/.nii.gz file or a folder)")
+    files = sorted(
+        p for p in path.rglob("*")
+        if p.name.lower().endswith(_NIFTI_SUFFIXES) and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    marked = [p for p in files if _is_marked(p, role)]
+    chosen = marked if marked or marked_only else files
+    if not chosen and not marked_only:
+        raise InputFileError(path, "no .nii or .nii.gz files in this folder")
+    found: dict[str, Path] = {}
+    for file in chosen:
+        key = patient_id(file, role)
+        if key in found:
+            raise InputFileError(file, f"patient id {key!r} is also that of {found[key]}; keep one file per patient")
+        found[key] = file
+    return dict(sorted(found.items()))
+
+
+def match_pairs(references: dict[str, Path], predictions: dict[str, Path]) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
+    """Pair references and predictions by patient id.
+
+    Returns:
+        ``(pairs, reference_only, prediction_only)``: ``(id, reference, prediction)``
+        sorted by id, and the ids found on one side only.
+    """
+    pairs = [(key, references[key], predictions[key]) for key in sorted(references) if key in predictions]
+    return (pairs, sorted(set(references) - set(predictions)), sorted(set(predictions) - set(references)))
+
+
+def load_binary_mask(path: str | Path):
+    """Load a binary 3D mask.
+
+    Returns:
+        ``(img, mask)``: the nibabel image and its `(i, j, k)` bool voxels (file axis order).
+
+    Raises:
+        InputFileError: as :func:`planar3d.io.nifti.load_nifti` (missing, not NIfTI, corrupt,
+            not 3D, NaN), or values other than 0 and 1.
+    """
+
+    img = load_nifti(path)
+    return img, check_binary(path, img.get_fdata(dtype=np.float32))
+
+
+def check_same_grid(reference_img, img, path: str | Path, reference_path: str | Path) -> None:
+    """Refuse an image whose voxel grid differs from the reference's.
+
+    Args:
+        reference_img, img: nibabel images.
+        path: the file of ``img`` (named in the message).
+        reference_path: the file of ``reference_img``.
+
+    Raises:
+        InputFileError: shapes differ, or an affine element differs by more than
+            :data:`AFFINE_TOLERANCE` (absolute; no relative tolerance).
+    """
+    shape, reference_shape = tuple(img.shape[:3]), tuple(reference_img.shape[:3])
+    if shape != reference_shape:
+        raise InputFileError(path, f"grid differs from the reference {reference_path} (shape {reference_shape} vs {shape})")
+    difference = float(np.max(np.abs(np.asarray(img.affine, float) - np.asarray(reference_img.affine, float))))
+    if not difference <= AFFINE_TOLERANCE:
+        raise InputFileError(
+            path, f"grid differs from the reference {reference_path} (affine differs by {difference:.2g} > {AFFINE_TOLERANCE:g})"
+        )
+
+
+def _spacing(img) -> list[float]:
+    return [float(z) for z in img.header.get_zooms()[:3]]
+
+
+def _load_pair(reference_path: Path, prediction_path: Path):
+    reference_img, reference = load_binary_mask(reference_path)
+    prediction_img, prediction = load_binary_mask(prediction_path)
+    check_same_grid(reference_img, prediction_img, prediction_path, reference_path)
+    return reference_img, reference, prediction
+
+
+def evaluate_pair(
+    reference: str | Path,
+    prediction: str | Path,
+    alpha: float = ANIMA_ALPHA,
+    beta: float = ANIMA_BETA,
+    gamma: float = ANIMA_GAMMA,
+    min_lesion_mm3: float = ANIMA_MIN_LESION_MM3,
+) -> dict:
+    """The MSSEG-2016 metrics of one prediction file against its reference file.
+
+    Args:
+        reference, prediction: binary mask files on the same grid.
+        alpha, beta, gamma, min_lesion_mm3: lesion detection rule
+            (:func:`planar3d.evaluation.metrics.lesion_detection`; defaults of Anima).
+
+    Returns:
+        The dict of :func:`planar3d.evaluation.metrics.msseg_metrics` (keys :data:`MSSEG_KEYS`),
+        with the reference's voxel size from its header.
+
+    Raises:
+        InputFileError: a bad file (see :func:`load_binary_mask`) or differing grids.
+        Planar3DError: bad detection parameters.
+    """
+
+    reference_img, reference_mask, prediction_mask = _load_pair(Path(reference), Path(prediction))
+    return msseg_metrics(reference_mask, prediction_mask, _spacing(reference_img), alpha=alpha, beta=beta,
+                         gamma=gamma, min_lesion_mm3=min_lesion_mm3)
+
+
+def _to_display(array: np.ndarray, img) -> np.ndarray:
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+
+    return apply_orientation(array, ornt_transform(io_orientation(img.affine), axcodes2ornt(SAGITTAL_AXCODES)))
+
+
+def _display_spacing(img) -> list[float]:
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+
+    transform = ornt_transform(io_orientation(img.affine), axcodes2ornt(SAGITTAL_AXCODES))
+    zooms, spacing = _spacing(img), [1.0, 1.0, 1.0]
+    for axis, (new_axis, _) in enumerate(transform):
+        spacing[int(new_axis)] = zooms[axis]
+    return spacing
+
+
+def _draw_qc(path: Path, reference_img, reference: np.ndarray, prediction: np.ndarray, flair_path: Path | None,
+             reference_path: Path, title: str) -> str | None:
+    """Write the overlay; return a problem with the FLAIR (drawn without it then), or None."""
+    from planar3d.evaluation.report_figures import plot_overlay
+
+    background, problem = np.zeros(reference.shape, dtype=np.float32), None
+    if flair_path is None:
+        title += " (no FLAIR found: masks only)"
+    else:
+        try:
+            flair_img = load_nifti(flair_path)
+            check_same_grid(reference_img, flair_img, flair_path, reference_path)
+            background = flair_img.get_fdata(dtype=np.float32)
+        except Planar3DError as error:
+            problem = str(error)
+            title += " (FLAIR unusable: masks only)"
+    plot_overlay(_to_display(background, reference_img), prediction=_to_display(prediction, reference_img),
+                 reference=_to_display(reference, reference_img), path=path, title=title,
+                 spacing=_display_spacing(reference_img))
+    return problem
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` did.
+
+    Attributes:
+        rows: one dict per evaluated pair: ``patient``, ``centre`` and :data:`MSSEG_KEYS`.
+        out: the output folder.
+        failures: one-line messages of pairs skipped and overlays drawn without FLAIR.
+        reference_only, prediction_only: unmatched patient ids.
+    """
+
+    rows: list[dict]
+    out: Path
+    failures: list[str] = field(default_factory=list)
+    reference_only: list[str] = field(default_factory=list)
+    prediction_only: list[str] = field(default_factory=list)
+
+
+def _default_out(prediction: Path) -> Path:
+    return (prediction if prediction.is_dir() else prediction.parent) / "evaluation"
+
+
+def _flair_lookup(flair: str | Path | None, reference: Path, single: bool) -> dict[str, Path] | Path | None:
+    """A FLAIR path for every id (or one path for every pair), from ``--flair`` or beside the references."""
+    if flair is not None:
+        flair = Path(flair)
+        return flair if flair.is_file() else find_volumes(flair, role="scan")
+    root = reference.parent if reference.is_file() else reference
+    if reference.is_file():
+        beside = sorted(p for p in root.iterdir() if p.is_file() and _is_marked(p, "scan")
+                        and p.name.lower().endswith(_NIFTI_SUFFIXES))
+        return beside[0] if len(beside) == 1 else None
+    return find_volumes(root, role="scan", marked_only=True)
+
+
+def evaluate(
+    reference: str | Path,
+    prediction: str | Path,
+    out: str | Path | None = None,
+    flair: str | Path | None = None,
+    qc: bool = True,
+    overwrite: bool = False,
+    alpha: float = ANIMA_ALPHA,
+    beta: float = ANIMA_BETA,
+    gamma: float = ANIMA_GAMMA,
+    min_lesion_mm3: float = ANIMA_MIN_LESION_MM3,
+) -> Evaluation:
+    """Evaluate predictions against references; write the CSV, summary, box plot and overlays.
+
+    Args:
+        reference: a mask file, or a folder of masks (matched by patient id).
+        prediction: a mask file, or a folder of masks.
+        out: output folder (default: ``evaluation/`` in the prediction folder, or beside
+            the prediction file).
+        flair: FLAIR file or folder for the overlays (default: found beside the references).
+        qc: draw the overlays ``qc/<id>.png``.
+        overwrite: replace existing outputs.
+        alpha, beta, gamma, min_lesion_mm3: lesion detection rule (Anima defaults).
+
+    Returns:
+        An :class:`Evaluation`. With two files, the pair is evaluated whatever their ids.
+        Otherwise unmatched ids are reported on stderr and skipped, and so is a pair that
+        fails (bad file, differing grids), reported on stderr and in ``failures``.
+
+    Raises:
+        InputFileError: a missing input; with two files, a bad file or differing grids;
+            an existing output without ``overwrite``.
+        Planar3DError: no matched pair, or no pair could be evaluated.
+    """
+    from planar3d.evaluation.report_figures import plot_metric_boxplots
+
+    reference, prediction = Path(reference), Path(prediction)
+    # match
+    single = reference.is_file() and prediction.is_file()
+    references = find_volumes(reference)
+    predictions = find_volumes(prediction)
+    if single:
+        key = next(iter(references))
+        pairs, reference_only, prediction_only = [(key, reference, prediction)], [], []
+    else:
+        pairs, reference_only, prediction_only = match_pairs(references, predictions)
+    if reference_only or prediction_only:
+        print(f"warning: unmatched patient ids: reference only {reference_only or 'none'}; "
+              f"prediction only {prediction_only or 'none'}", file=sys.stderr)
+    if not pairs:
+        raise Planar3DError(
+            f"no patient id is both in {reference} ({len(references)} masks) and in {prediction} "
+            f"({len(predictions)} masks). Received: reference ids {list(references)[:5]}, "
+            f"prediction ids {list(predictions)[:5]}")
+    flairs = _flair_lookup(flair, reference, single) if qc else None
+    detection = {"alpha": alpha, "beta": beta, "gamma": gamma, "min_lesion_mm3": min_lesion_mm3}
+
+    # refuse existing outputs before computing anything
+    out = Path(out) if out is not None else _default_out(prediction)
+    if out.exists() and not out.is_dir():
+        raise InputFileError(out, "output must be a folder")
+    outputs = [out / name for name in ("metrics.csv", "summary.md", "boxplot.png", "evaluation.json")]
+    outputs += [out / "qc" / f"{key}.png" for key, _, _ in pairs] if qc else []
+    check_destinations(outputs, overwrite=overwrite)  # exists, unwritable, below a regular file
+
+    # evaluate
+    rows, failures, done = [], [], []
+    for key, reference_path, prediction_path in pairs:
+        try:
+            reference_img, reference_mask, prediction_mask = _load_pair(reference_path, prediction_path)
+            metrics = msseg_metrics(reference_mask, prediction_mask, _spacing(reference_img), **detection)
+        except InputFileError as error:
+            if single:
+                raise
+            print(f"error: {error} (pair skipped)", file=sys.stderr)
+            failures.append(str(error))
+            continue
+        rows.append({"patient": key, "centre": key[:2], **{name: metrics[name] for name in MSSEG_KEYS}})
+        print(f"{key}: dice {metrics['dice']:.3f} sensitivity {metrics['sensitivity']:.3f} "
+              f"lesion F1 {metrics['lesion_f1']:.3f} ({metrics['n_predicted_lesions']} predicted / "
+              f"{metrics['n_reference_lesions']} reference lesions)")
+        flair_path = flairs if isinstance(flairs, Path) or flairs is None else flairs.get(key)
+        missing_flair = flair is not None and flair_path is None
+        done.append({"patient": key, "reference": str(reference_path), "prediction": str(prediction_path),
+                     "flair": None if flair_path is None else str(flair_path)})
+        if qc:
+            problem = _draw_qc(out / "qc" / f"{key}.png", reference_img, reference_mask, prediction_mask,
+                               flair_path, reference_path,
+                               f"{key}: Dice {metrics['dice']:.3f}, lesion F1 {metrics['lesion_f1']:.3f}")
+            if missing_flair:
+                problem = f"{flair}: no FLAIR for patient {key!r}"
+            if problem:
+                print(f"error: {problem} (overlay drawn without FLAIR)", file=sys.stderr)
+                failures.append(problem)
+    if not rows:
+        raise Planar3DError(f"none of the {len(pairs)} matched pairs could be evaluated; see the errors above")
+
+    # write
+    write_rows(out / "metrics.csv", rows)
+    notes = [f"Reference: `{reference}`; prediction: `{prediction}`; {len(rows)} scans "
+             f"({len(failures)} problems). Std over scans (population). Lesion detection: alpha {alpha:g}, "
+             f"beta {beta:g}, gamma {gamma:g}, lesions > {min_lesion_mm3:g} mm³ (Anima defaults "
+             f"{ANIMA_ALPHA:g}/{ANIMA_BETA:g}/{ANIMA_GAMMA:g}/{ANIMA_MIN_LESION_MM3:g}).",
+             "", "Per-scan values: `metrics.csv`; box plot: `boxplot.png`"
+             + ("; overlays: `qc/<id>.png`." if qc else ".")]
+    write_text_atomic(out / "summary.md", evaluation_summary_markdown(rows, title="Evaluation (MSSEG-2016 metrics)", notes=notes))
+    plot_metric_boxplots(rows, metrics=_BOXPLOT_KEYS, by="centre", path=out / "boxplot.png",
+                         title=f"planar3d evaluation: {len(rows)} scans", paper=paper_table2())
+    record = {"planar3d_version": __version__, "reference": str(reference), "prediction": str(prediction),
+              "flair": None if flair is None else str(flair), "qc": qc, **detection, "pairs": done,
+              "failures": failures, "reference_only": reference_only, "prediction_only": prediction_only}
+    write_text_atomic(out / "evaluation.json", json.dumps(record, indent=2) + "\n")
+    return Evaluation(rows, out, failures, reference_only, prediction_only)

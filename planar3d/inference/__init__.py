@@ -1,0 +1,1 @@
+"""From a preprocessed volume to probabilities and masks: one predict_volume, recomposition, precision, thresholding."""

@@ -1,0 +1,163 @@
+"""The inference number format: which one a device computes natively (``--precision auto``), the
+model rebuilt under Keras' mixed policy, and its forward steps (graphs in a reduced format).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+from planar3d.config import PRECISIONS
+from planar3d.errors import Planar3DError
+
+__all__ = ["Forward", "forward_functions", "inference_model", "resolve_precision"]
+
+
+#: ``precision`` values.
+
+
+_POLICIES = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+def _cpu_flags() -> set[str]:
+    """CPU feature flags from ``/proc/cpuinfo`` (Linux: x86 ``flags``, Arm ``Features``); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(precision: str = "auto") -> str:
+    """The number format inference runs in.
+
+    ``"auto"`` detects what the device computes natively:
+
+    * a visible GPU with compute capability >= 8.0 (Ampere and later: bfloat16 tensor cores) ->
+      ``"bfloat16"``; 7.x (Volta, Turing: float16 tensor cores only) -> ``"float16"``; older ->
+      ``"float32"``;
+    * a CPU whose flags (``/proc/cpuinfo``) include ``avx512_bf16`` or ``amx_bf16`` (x86) or
+      ``bf16`` (Arm), with oneDNN on (TensorFlow's x86 default; ``TF_ENABLE_ONEDNN_OPTS=0``
+      turns it off, and bfloat16 then runs emulated, slower than float32) -> ``"bfloat16"``;
+    * anything else (AVX2-only CPUs, macOS, Windows: no flags read) -> ``"float32"``.
+
+    Args:
+        precision: one of :data:`PRECISIONS`; anything but ``"auto"`` is returned as given.
+
+    Returns:
+        ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+
+    Raises:
+        Planar3DError: an unknown ``precision``.
+    """
+    if precision not in PRECISIONS:
+        raise Planar3DError(f"precision must be one of {list(PRECISIONS)}. Received: precision={precision!r}")
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
+        return "bfloat16" if capability >= (8, 0) else "float16" if capability >= (7, 0) else "float32"
+    flags = _cpu_flags()
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    native = bool({"avx512_bf16", "amx_bf16"} & flags) or (arm and "bf16" in flags)
+    return "bfloat16" if native and onednn else "float32"
+
+
+def inference_model(model: Any, precision: str) -> Any:
+    """``model`` itself for float32, else a clone under ``mixed_bfloat16`` / ``mixed_float16``.
+
+    The clone has the same layers, names and (float32) weights; each layer computes in the
+    reduced format except ``output``, which stays float32 (as :func:`planar3d.nets.model.build_model`
+    builds it), so probabilities are float32.
+
+    Raises:
+        Planar3DError: ``precision`` is not ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+    """
+    if precision == "float32":
+        return model
+    if precision not in _POLICIES:
+        raise Planar3DError(f"precision must be float32, bfloat16 or float16. Received: precision={precision!r}")
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name != "output":
+            config["dtype"] = _POLICIES[precision]
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+class _Step:
+    """One forward step with its ``keep`` bound, as a callable object: TensorFlow counts retracings
+    per Python code object (every lambda of one line shares one), and a graph per input shape
+    would then read as retracing and log its warning; an object is counted on its own."""
+
+    def __init__(self, run: Any, keep: tuple[int, int] | None):
+        self.run, self.keep = run, keep
+
+    def __call__(self, inputs: Any) -> Any:
+        return self.run(inputs, self.keep)
+
+
+class Forward:
+    """The three forward steps of one inference network: ``encode``, ``decode`` and ``whole``.
+
+    ``encode``/``decode`` replay the res-u-net's layers (:mod:`planar3d.nets.stream`), ``whole``
+    is the model call. With ``graph=True`` each step is a ``tf.function`` traced once per input
+    shape and kept in a cache: cropped windows come in a few distinct shapes (multiples of
+    16), and a graph with unknown rows and columns (``reduce_retracing``) is not an option, as
+    oneDNN's bfloat16 ``Conv3DTranspose`` refuses it.
+    """
+
+    def __init__(self, net: Any, graph: bool):
+        from planar3d.nets.stream import decode, encode
+
+        self.graph = graph
+        self._steps = {"encode": lambda inputs, keep: encode(net, inputs),
+                       "decode": lambda skips, keep: decode(net, skips, keep),
+                       "whole": lambda inputs, keep: net(inputs, training=False)}
+        self._graphs: dict[tuple, Any] = {}
+
+    def _run(self, step: str, inputs: Any, keep: tuple[int, int] | None = None) -> Any:
+        if not self.graph:
+            return self._steps[step](inputs, keep)
+        import tensorflow as tf
+
+        tensors = inputs.values() if isinstance(inputs, dict) else [inputs]
+        key = (step, keep, *(tuple(t.shape) for t in tensors))
+        if key not in self._graphs:
+            self._graphs[key] = tf.function(_Step(self._steps[step], keep))
+        return self._graphs[key](inputs)
+
+    def encode(self, inputs: Any) -> dict[str, Any]:
+        """:func:`planar3d.nets.stream.encode` of ``inputs``."""
+        return self._run("encode", inputs)
+
+    def decode(self, skips: dict[str, Any], keep: tuple[int, int] | None = None) -> Any:
+        """:func:`planar3d.nets.stream.decode` of ``skips`` (only slices ``keep`` when given)."""
+        return self._run("decode", skips, keep)
+
+    def whole(self, inputs: Any) -> Any:
+        """The model's output for ``inputs``."""
+        return self._run("whole", inputs)
+
+    @property
+    def n_graphs(self) -> int:
+        """Graphs traced so far (one per step and input shape)."""
+        return len(self._graphs)
+
+
+def forward_functions(net: Any, precision: str) -> Forward:
+    """:class:`Forward` steps of ``net``: graphs in a reduced ``precision``, eager in float32."""
+    return Forward(net, graph=precision != "float32")

@@ -1,0 +1,30 @@
+"""One scan of a data set: :class:`Record` (patient, centre, FLAIR path, optional mask path, subject).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Record"]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One patient: where its FLAIR scan and (optional) lesion mask are.
+
+    Attributes:
+        patient_id: unique id, e.g. ``"01016SACH"``.
+        centre: centre label, e.g. ``"01"`` (first two characters of an MSSEG id).
+        flair: path of the FLAIR scan.
+        mask: path of the binary lesion mask, or None when the patient has none.
+        subject: the person the scan belongs to when one person has several scans (BIDS
+            sessions: ``"sub-01"``); the cross-validation keeps them in one fold. None:
+            the patient id is the person.
+    """
+
+    patient_id: str
+    centre: str
+    flair: Path
+    mask: Path | None = None
+    subject: str | None = None

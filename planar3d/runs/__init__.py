@@ -1,0 +1,1 @@
+"""Many trainings: seeds, cross-validation grids, their summaries, launchers (local, SLURM)."""
