@@ -9,7 +9,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -104,16 +103,31 @@ def test_a_stale_lock_file_from_a_dead_pid_is_taken_over(tmp_path):
 
 
 # ----------------------------------------------------------------------------- shared cache
+#: Fills a cache from a child process. Before publishing an entry, each of the two processes
+#: writes ``<barrier>/<entry>.<name>`` and waits (up to 120 s) for the other's file for that
+#: entry: both have then built the entry in their own temporary folder and race to publish it.
+#: Prints which entries this process published (True) or found published by the other (False).
 FILL_CACHE = (
     "import sys, time, json\n"
     "from pathlib import Path\n"
     "from planar3d.io.datasets import find_dataset\n"
-    "from planar3d.data.cache import load_cases\n"
-    "records = find_dataset(sys.argv[1], require_masks=True)\n"
-    "while not Path(sys.argv[3]).exists():\n"  # start together
-    "    time.sleep(0.005)\n"
-    "cases = load_cases(records, size=16, cache_dir=sys.argv[2], progress=False)\n"
-    "print(json.dumps({c.patient_id: [float(c.volume.sum()), float(c.mask.sum())] for c in cases}))\n"
+    "from planar3d.data import cache\n"
+    "data, cache_dir, barrier, me, other = sys.argv[1:]\n"
+    "records = find_dataset(data, require_masks=True)\n"
+    "published, publish = {}, cache.publish_folder\n"
+    "def racing_publish(tmp, entry):\n"
+    "    (Path(barrier) / f'{entry.name}.{me}').touch()\n"
+    "    deadline = time.monotonic() + 120\n"
+    "    while not (Path(barrier) / f'{entry.name}.{other}').exists():\n"
+    "        if time.monotonic() > deadline:\n"
+    "            sys.exit(f'timed out waiting for {other} at {entry.name}')\n"
+    "        time.sleep(0.005)\n"
+    "    published[entry.name] = publish(tmp, entry)\n"
+    "    return published[entry.name]\n"
+    "cache.publish_folder = racing_publish\n"
+    "cases = cache.load_cases(records, size=16, cache_dir=cache_dir, progress=False)\n"
+    "print(json.dumps({'cases': {c.patient_id: [float(c.volume.sum()), float(c.mask.sum())] for c in cases},\n"
+    "                  'published': published}))\n"
 )
 
 
@@ -125,21 +139,25 @@ def test_two_processes_fill_one_cache_at_once(tmp_path, rng):
         scan = rng.random((14, 18, 12)).astype(np.float32)
         nib.save(nib.Nifti1Image(scan, np.eye(4)), data / pid / "3DFLAIR.nii.gz")
         nib.save(nib.Nifti1Image((scan > 0.8).astype(np.uint8), np.eye(4)), data / pid / "Consensus.nii.gz")
-    cache, go = tmp_path / "cache", tmp_path / "go"
+    cache, barrier = tmp_path / "cache", tmp_path / "barrier"
+    barrier.mkdir()
     previous = os.umask(0o022)
     try:
-        processes = [subprocess.Popen([sys.executable, "-c", FILL_CACHE, str(data), str(cache), str(go)],
+        processes = [subprocess.Popen([sys.executable, "-c", FILL_CACHE, str(data), str(cache), str(barrier), me, other],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-                     for _ in range(2)]
-        time.sleep(0.5)
-        go.touch()
+                     for me, other in (("a", "b"), ("b", "a"))]
         results = [process.communicate(timeout=900) for process in processes]
     finally:
         os.umask(previous)
     assert [process.returncode for process in processes] == [0, 0], [err for _, err in results]
     first, second = (json.loads(out) for out, _ in results)
-    assert first == second and sorted(first) == ids
+    assert first["cases"] == second["cases"] and sorted(first["cases"]) == ids
     entries = sorted(cache.iterdir())
+    # both processes reached the publishing of every entry (the barrier): each entry was published
+    # by exactly one of them, the other found it there and used it
+    assert sorted(first["published"]) == sorted(second["published"]) == [e.name for e in entries]
+    assert all(first["published"][e.name] != second["published"][e.name] for e in entries), (first, second)
+    assert sorted(p.name for p in barrier.iterdir()) == sorted(f"{e.name}.{me}" for e in entries for me in "ab")
     assert [e.name.split("-")[0] for e in entries] == ids  # one entry per scan, no .tmp-/.trash- left
     for entry in entries:
         assert stat.S_IMODE(entry.stat().st_mode) == 0o755
