@@ -166,6 +166,27 @@ def test_resolve_precision_from_the_cpu_flags(monkeypatch):
         precision.resolve_precision("half")
 
 
+def test_resolve_precision_on_a_gpu_follows_its_compute_capability(monkeypatch):
+    """``--precision auto`` with a visible GPU: bfloat16 from compute capability 8.0 (Ampere),
+    float16 from 7.0 (Volta, Turing), float32 below or when the capability is unknown; the GPU
+    decides even on a CPU with native bfloat16. The device query is faked (no GPU here)."""
+    gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    details: dict = {}
+    asked = []
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [gpu] if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda device: asked.append(device) or details)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    chosen = {}
+    for capability in [(9, 0), (8, 6), (8, 0), (7, 5), (7, 0), (6, 1), (3, 7), None]:
+        details = {} if capability is None else {"device_name": "fake", "compute_capability": capability}
+        chosen[capability] = precision.resolve_precision("auto")
+    assert chosen == {(9, 0): "bfloat16", (8, 6): "bfloat16", (8, 0): "bfloat16", (7, 5): "float16",
+                      (7, 0): "float16", (6, 1): "float32", (3, 7): "float32", None: "float32"}
+    assert asked == [gpu] * 8
+    assert precision.resolve_precision("float32") == "float32" and len(asked) == 8  # only "auto" asks the device
+
+
 def test_bad_crop_is_refused(small_model):
     with pytest.raises(Planar3DError, match=r"Received: crop='head'$"):
         inference.predict_volume(small_model, np.zeros((32, 32, 32), np.float32), crop="head")

@@ -153,3 +153,110 @@ def test_a_job_pickled_before_the_stage_layout_still_loads():
     assert b"planar3d.runs" not in old
     loaded = pickle.loads(old)
     assert type(loaded) is TrainJob and vars(loaded) == vars(job)
+
+
+def test_a_job_signalled_at_its_time_limit_is_requeued_as_the_same_training(tmp_path, monkeypatch):
+    """submitit's own SLURM signal handler (the one a job installs) on a TrainJob at its time limit:
+    it calls TrainJob.checkpoint(), saves the returned submission over the job's pickle and runs
+    ``scontrol requeue`` (a fake here); the requeued job is the same training (config, fold,
+    run_dir) without ``overwrite``, so train_fold resumes from the fold's backup instead of
+    discarding it (resuming itself: test_train's SIGKILL test)."""
+    import signal
+    import time
+
+    import submitit
+    from submitit.core.job_environment import SignalHandler
+    from submitit.core.utils import JobPaths
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    from planar3d.config import Config
+    from planar3d.runs import launch
+    from planar3d.runs.launch import TrainJob
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path / "scontrol.txt"}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for name, value in (("SLURM_JOB_ID", "4245"), ("SLURM_ARRAY_JOB_ID", "4242"), ("SLURM_ARRAY_TASK_ID", "3"),
+                        ("SLURM_PROCID", "0")):
+        monkeypatch.setenv(name, value)
+
+    config = make_config("demo", seed=3, epochs=7).to_dict()
+    run_dir = str(tmp_path / "grid" / "seed_3")
+    job = TrainJob(config, 2, run_dir, overwrite=True)  # submitted with --overwrite
+    expected = {"config": config, "fold": 2, "run_dir": run_dir, "overwrite": False}
+
+    direct = job.checkpoint()
+    assert type(direct) is submitit.helpers.DelayedSubmission
+    assert type(direct.function) is TrainJob and vars(direct.function) == expected
+    assert (direct.args, direct.kwargs) == ((), {})
+
+    paths = JobPaths(tmp_path / "grid" / "jobs", job_id="4242_3")
+    paths.folder.mkdir(parents=True)
+    submission = submitit.helpers.DelayedSubmission(job)
+    submission.set_timeout(360, 3)  # --slurm-time 6:00:00, max_num_timeout=3 as make_executor sets it
+    submission.dump(paths.submitted_pickle)
+    handler = SignalHandler(SlurmJobEnvironment(), paths, submission)
+    handler._start_time = time.time() - 359 * 60  # signalled 60 s before the 6 h limit
+    with pytest.raises(SystemExit):
+        handler.checkpoint_and_try_requeue(signal.SIGUSR2)
+    assert (tmp_path / "scontrol.txt").read_text() == "requeue 4242_3\n"
+
+    requeued = submitit.helpers.DelayedSubmission.load(paths.submitted_pickle)
+    assert type(requeued.function) is TrainJob and vars(requeued.function) == expected
+    assert (requeued._timeout_min, requeued._timeout_countdown) == (360, 2)  # one of the 3 requeues used
+    calls = []
+    monkeypatch.setattr(launch, "train_fold", lambda *args, **kwargs: calls.append((args, kwargs)) or ["rows"])
+    assert requeued.result() == ["rows"]
+    assert calls == [((Config(**config).validate(), 2, run_dir), {"overwrite": False, "verbose": 2})]
+
+
+def test_transfer_vs_random_launcher_sends_one_job_per_seed_and_variant(fake_slurm, tmp_path, monkeypatch, capsys):
+    """``benchmarks/transfer_vs_random.py --launcher slurm|local``: the (seed, variant) runs become
+    jobs with the variant's configuration, through the fake ``sbatch``; nothing trains here."""
+    import pickle
+
+    from planar3d.runs import launch
+    from planar3d.runs.launch import LaunchOptions, TrainJob
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import transfer_vs_random
+
+    out, docs = tmp_path / "tvr", tmp_path / "docs"
+    common = ["--seeds", "0,1", "--variants", "planar_imagenet_frozen,planar_random_trainable", "--epochs", "3",
+              "--fold", "1", "--out", str(out), "--docs", str(docs)]
+    transfer_vs_random.main([*common, "--launcher", "slurm", "--slurm-partition", "gpu-a100", "--slurm-time",
+                             "1:00:00", "--slurm-mem", "24"])
+    printed = capsys.readouterr().out
+    lines = (fake_slurm / "submitted_0.sh").read_text().splitlines()
+    assert not list(fake_slurm.glob("submitted_1.sh"))  # one job array
+    for expected in ("#SBATCH --array=0-3%4", "#SBATCH --partition=gpu-a100", "#SBATCH --time=60",
+                     "#SBATCH --mem=24GB", "#SBATCH --gpus-per-node=1", "#SBATCH --job-name=planar3d-tvr",
+                     "#SBATCH --signal=USR2@90"):
+        assert expected in lines, expected
+    (submission,) = json.loads((out / "jobs.json").read_text())["submissions"]
+    assert submission["launcher"] == "slurm"
+    variants = ["planar_imagenet_frozen", "planar_random_trainable"]
+    assert [(j["seed"], j["fold"], j["variant"], j["job_id"]) for j in submission["jobs"]] == [
+        (0, 1, variants[0], "4242_0"), (0, 1, variants[1], "4242_1"), (1, 1, variants[0], "4242_2"),
+        (1, 1, variants[1], "4242_3")]
+    for index, (seed, variant) in enumerate([(0, variants[0]), (0, variants[1]), (1, variants[0]), (1, variants[1])]):
+        assert f"not finished: seed {seed}" in printed and f"4242_{index}" in printed
+        with (out / "jobs" / f"4242_{index}_submitted.pkl").open("rb") as handle:
+            job = pickle.load(handle).function
+        assert type(job) is TrainJob and (job.fold, job.run_dir, job.overwrite) == (1, str(out / f"seed_{seed}" / variant), False)
+        config = job.config
+        assert (config["seed"], config["epochs"], config["patience"], config["folds"]) == (seed, 3, 3, [1])
+        assert (config["mapping"], config["encoder_weights"], config["freeze_encoder"]) == (
+            ("planar", "imagenet", True) if variant == variants[0] else ("planar", "none", False))
+    assert not (out / "seed_0").exists() and not docs.exists()  # nothing trained, no report without a finished run
+
+    # --launcher local: the same tasks and options reach submit (faked: it would train here)
+    asked = []
+    monkeypatch.setattr(launch, "submit", lambda tasks, run_dir, launcher, options: asked.append(
+        ([(t.seed, t.fold, t.variant, t.run_dir, t.config.epochs) for t in tasks], run_dir, launcher, options)))
+    transfer_vs_random.main([*common, "--launcher", "local", "--slurm-array-parallelism", "2", "--slurm-time", "90"])
+    assert asked == [([(0, 1, variants[0], out / "seed_0" / variants[0], 3), (0, 1, variants[1], out / "seed_0" / variants[1], 3),
+                       (1, 1, variants[0], out / "seed_1" / variants[0], 3), (1, 1, variants[1], out / "seed_1" / variants[1], 3)],
+                      out, "local", LaunchOptions(time="90", array_parallelism=2))]

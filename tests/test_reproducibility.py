@@ -92,3 +92,27 @@ def test_versions_name_the_source_commit_of_a_checkout_and_none_elsewhere(tmp_pa
     subprocess.run(["git", "init", "-q", str(tmp_path / "other")], check=True)
     assert source_revision(copy) is None
     assert source_revision(tmp_path) is None  # no repository at all
+
+
+@pytest.mark.slow
+def test_no_deterministic_rerun_on_a_cpu_is_bit_identical(home, tmp_path):
+    """README "What is reproducible": on a CPU, ``--no-deterministic`` (op determinism off) still
+    gives the same losses, weights and test Dice on a re-run in a new process."""
+    import planar3d.nets.layers  # noqa: F401  (registers the custom layers that best.keras names)
+
+    root = str(Path(segment.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    folds = []
+    for name in ("first", "second"):
+        result = subprocess.run([sys.executable, "-m", "planar3d.train", "--fold", "1", "--out", str(tmp_path / name),
+                                 *TINY_FLAGS, "--no-deterministic"], capture_output=True, text=True, env=env, timeout=900)
+        assert result.returncode == 0, result.stderr[-2000:]
+        folds.append(tmp_path / name / "fold_1")
+    one, two = folds
+    for fold in folds:  # the flag took effect
+        assert json.loads((fold / "config.json").read_text())["deterministic"] is False
+        assert json.loads((fold / "versions.json").read_text())["machine"]["op_determinism"] is False
+    assert (one / "log.csv").read_text() == (two / "log.csv").read_text()
+    assert (one / "metrics.csv").read_text() == (two / "metrics.csv").read_text()
+    for a, b in zip(_weights(one / "best.keras"), _weights(two / "best.keras"), strict=True):
+        np.testing.assert_array_equal(a, b)

