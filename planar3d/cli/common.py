@@ -38,6 +38,7 @@ from planar3d.config import (
     make_config,
 )
 from planar3d.errors import Planar3DError
+from planar3d.inference.pipeline import INFERENCE_BATCH_SIZE  # no TensorFlow at import
 
 __all__ = [
     "add_bids_flags", "add_config_flags", "add_inference_flags", "add_launcher_flags", "add_run_flags",
@@ -207,13 +208,14 @@ def add_bids_flags(parser: argparse.ArgumentParser, masks_help: str | None = Non
     group.add_argument("--session-label", nargs="+", metavar="LABEL", help="sessions to use, with or without ses- (default: all)")
 
 
-def add_segment_flags(parser: argparse.ArgumentParser, batch_default: int = 1) -> None:
+def add_segment_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of the tools that segment with a trained model (defaults: the model's run config)."""
     group = parser.add_argument_group("inference (defaults: the config.json beside the model, else the paper's)")
     add_inference_flags(group, from_run=True)
     group.add_argument("--stride", type=POSITIVE_INT, help="slices between windows (default: the run's, 8)")
-    group.add_argument("--batch-size", type=POSITIVE_INT, default=batch_default,
-                       help=f"windows per forward pass (default {batch_default}: on a CPU as fast as 2, with less memory)")
+    group.add_argument("--batch-size", type=POSITIVE_INT, default=INFERENCE_BATCH_SIZE,
+                       help=f"windows per forward pass (default {INFERENCE_BATCH_SIZE}: on a CPU as fast as 2, with less "
+                       "memory)")
     group.add_argument("--device", choices=DEVICES, default="auto", help="where to run")
 
 

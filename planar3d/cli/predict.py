@@ -23,7 +23,6 @@ from planar3d.apps.predict import (
 from planar3d.atomic import check_destinations
 from planar3d.cli.common import add_segment_flags, make_parser, run_cli
 from planar3d.errors import InputFileError, Planar3DError
-from planar3d.inference.pipeline import INFERENCE_BATCH_SIZE  # no TensorFlow: windows is imported when used
 from planar3d.nets.load import load_segmentation_model
 
 __all__ = []
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lesion-map", action="store_true", help="also write a labelled lesion map (<name>_labels.nii.gz)")
     parser.add_argument("--no-report", action="store_true", help="skip the per-lesion CSV/JSON report")
     parser.add_argument("--no-qc", action="store_true", help="skip the QC overlay PNG")
-    add_segment_flags(parser, batch_default=INFERENCE_BATCH_SIZE)
+    add_segment_flags(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar over the windows of a "
                         "single scan, on a terminal only)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them in folder mode, refuse for one scan)")
