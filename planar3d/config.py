@@ -17,7 +17,7 @@ from planar3d.errors import InputFileError, Planar3DError
 
 __all__ = [
     "BACKBONES", "BLENDS", "CHOICES", "CROPS", "Config", "DEVICES", "LAUNCHERS", "MAPPINGS", "PAPER_MAPPINGS", "PRECISIONS",
-    "PRESETS", "THRESHOLD_RULES", "load_config", "make_config", "read_mapping_file",
+    "PRESETS", "TARGETS", "THRESHOLD_RULES", "load_config", "make_config", "read_mapping_file",
 ]
 
 # ----------------------------------------------------------------------------- the vocabulary
@@ -43,6 +43,9 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 LAUNCHERS = ("none", "local", "slurm")
 #: where inference runs.
 DEVICES = ("auto", "cpu", "gpu")
+#: what a data set's masks mark: ``auto`` (the layout's binary lesion mask; the whole tumour of a
+#: BRATS label map) or a BRATS tumour region (planar3d.io.brats.TARGET_LABELS).
+TARGETS = ("auto", "whole_tumour", "tumour_core", "enhancing_tumour")
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "mapping": MAPPINGS,
@@ -58,6 +61,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "phantom_mode": ("simple", "realistic"),
     "crop": CROPS,
     "precision": PRECISIONS,
+    "target": TARGETS,
 }
 
 
@@ -79,6 +83,9 @@ class Config:
         (derivatives pipeline holding the lesion masks), acq and run (pick one FLAIR among
         several), centre_column (participants.tsv column naming the centre; default the
         sidecar's scanner), participant_label and session_label (subjects and sessions to use).
+    target: what the masks mark (``auto``: the layout's lesion mask, the whole tumour of a BRATS
+        label map; ``whole_tumour``, ``tumour_core``, ``enhancing_tumour``: BRATS regions, see
+        :mod:`planar3d.io.brats`).
     Windows: window (slices per window, 16) and stride (8); channels of the model input (1:
         grey, 3: the paper's repeated grey); empty_window_weight (1 keeps all windows as
         the paper, 0 drops windows without lesion voxels).
@@ -130,6 +137,7 @@ class Config:
     centre_column: str | None = None
     participant_label: list[str] | None = None
     session_label: list[str] | None = None
+    target: str = "auto"
     window: int = 16
     stride: int = 8
     channels: int = 1

@@ -234,8 +234,10 @@ def test_find_msseg2016_require_masks(tmp_path, rng):
 
 def test_empty_dataset_folder(tmp_path):
     (tmp_path / "something").mkdir()
-    with pytest.raises(InputFileError, match=r": no patient folders with 3DFLAIR\.nii\.gz found"):
+    with pytest.raises(InputFileError) as error:
         find_dataset(tmp_path)
+    assert str(error.value) == (f"{tmp_path}: no patient folders of a known layout (MSSEG-2016, Ljubljana "
+                                "cross-sectional, Ljubljana longitudinal, BRATS) found up to 3 levels down")
 
 
 def test_duplicate_patient_ids(tmp_path, rng):

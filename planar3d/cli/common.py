@@ -33,6 +33,7 @@ from planar3d.config import (
     MAPPINGS,
     PRECISIONS,
     PRESETS,
+    TARGETS,
     THRESHOLD_RULES,
     Config,
     make_config,
@@ -109,8 +110,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("configuration (defaults: the chosen preset)")
     group.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                        help="settings to start from: 'paper' (the paper's) or 'demo' (minutes on 2 CPU cores)")
-    group.add_argument("--data", help="BIDS dataset root, dataset folder (MSSEG-2016 layout) or CSV/TSV table "
-                       "(subject, centre, flair, mask); default: the built-in phantom")
+    group.add_argument("--data", help="BIDS dataset root, dataset folder (MSSEG-2016, Ljubljana MS or BRATS layout, as "
+                       "distributed) or CSV/TSV table (subject, centre, flair, mask); default: the built-in phantom")
+    group.add_argument("--target", choices=TARGETS,
+                       help="what the masks mark: auto (default: the lesion mask; the whole tumour of BRATS label "
+                       "maps) or a BRATS region: whole_tumour, tumour_core, enhancing_tumour")
     group.add_argument("--cache-dir", help="preprocessed-volume cache (default: $PLANAR3D_HOME/cache or ~/.cache/planar3d/cache)")
     group.add_argument("--size", type=POSITIVE_INT, help=f"edge of the resampled cube (paper {defaults.size})")
     group.add_argument("--window", type=POSITIVE_INT, help=f"slices per window (paper {defaults.window})")

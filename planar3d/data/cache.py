@@ -91,6 +91,8 @@ def cache_key(record: Record, size: int = 256, robust: bool = False) -> str:
         "robust": bool(robust),
         "axcodes": list(SAGITTAL_AXCODES),
     }
+    if record.mask_labels is not None:  # absent for binary masks, so their keys stay as they were
+        parameters["mask_labels"] = sorted(int(label) for label in record.mask_labels)
     digest.update(json.dumps(parameters, sort_keys=True).encode())
     for path in (record.flair, record.mask):
         digest.update(b"\0mask\0" if path is record.mask else b"\0scan\0")
@@ -167,7 +169,7 @@ def _read_entry(entry: Path, record: Record, size: int) -> CachedCase | None:
 
 def _write_entry(entry: Path, record: Record, size: int, robust: bool) -> None:
     scan_img = load_scan(record.flair)
-    mask_img = load_mask(record.mask, scan_img) if record.mask is not None else None
+    mask_img = load_mask(record.mask, scan_img, record.mask_labels) if record.mask is not None else None
     volume, mask, meta = preprocess(scan_img, mask_img, size=size, robust=robust)
     meta = {**meta, "patient_id": record.patient_id, "flair": str(record.flair), "mask": _str_or_none(record.mask)}
     tmp = temp_folder(entry.parent, prefix=f".tmp-{entry.name}-")

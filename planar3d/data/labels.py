@@ -108,7 +108,7 @@ def lesion_load_labels(records: Sequence[Record]) -> dict[str, int]:
     for record in records:
         if record.mask is None:
             raise Planar3DError(f"{record.flair}: the lesion-load target needs a lesion mask for every subject")
-        mask = np.asarray(load_mask(record.mask, load_scan(record.flair)).dataobj) > 0.5
+        mask = np.asarray(load_mask(record.mask, load_scan(record.flair), record.mask_labels).dataobj) > 0.5
         loads[record.centre][record.patient_id] = float(mask.mean())
     labels: dict[str, int] = {}
     for centre, by_subject in loads.items():

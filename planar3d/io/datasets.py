@@ -1,6 +1,6 @@
-"""Reading and writing NIfTI scans, and finding a dataset's patients on disk.
+"""Finding a dataset's patients on disk, whatever its layout.
 
-Two dataset layouts are understood:
+These layouts are understood:
 
 * MSSEG-2016 *unprocessed* training layout: one folder per patient id holding
   ``3DFLAIR.nii.gz`` and ``Consensus.nii.gz``. The path given may be that folder's parent
@@ -12,6 +12,13 @@ Two dataset layouts are understood:
   folder.
 * A BIDS dataset (a folder holding ``dataset_description.json``), read by
   :mod:`planar3d.io.bids`.
+* The public Ljubljana MS sets as distributed (cross-sectional ``raw/``, ``coregistered/``
+  and ``MNI/`` variants of ``patientNN/``; the longitudinal ``patientNN/study{1,2}_*``
+  layout), read by :mod:`planar3d.io.ljubljana`.
+* BRATS case folders (2013 as shipped with DeepMedic; 2017-2021), read by
+  :mod:`planar3d.io.brats`, whose label maps give the ``target`` region.
+
+A folder is searched up to three levels down and must hold one layout (one variant).
 
 Every problem with a file raises :class:`~planar3d.errors.InputFileError` whose one-line
 message starts with the file's path.
@@ -24,12 +31,14 @@ import os
 from pathlib import Path
 
 from planar3d.errors import InputFileError
+from planar3d.io import brats, ljubljana
 from planar3d.io.bids import bids_records
 from planar3d.io.nifti import one_line
 from planar3d.io.records import Record
 
 __all__ = [
-    "MSSEG_MASK_NAME", "MSSEG_SCAN_NAME", "TABLE_COLUMNS", "find_dataset", "find_msseg2016", "read_dataset_table"
+    "LAYOUTS", "MSSEG_MASK_NAME", "MSSEG_SCAN_NAME", "TABLE_COLUMNS", "find_dataset", "find_msseg2016", "find_patient_folders",
+    "read_dataset_table",
 ]
 
 
@@ -45,38 +54,95 @@ TABLE_COLUMNS = ("subject", "centre", "flair", "mask")
 _MAX_SEARCH_DEPTH = 3  # patient folders at most this many levels below the given root
 
 
-def find_dataset(path: str | os.PathLike, require_masks: bool = False, bids: dict | None = None) -> list[Record]:
-    """Find the patients of a dataset: a BIDS root, a folder (MSSEG-2016 layout) or a CSV/TSV table.
+#: folder layouts -> (is this folder a patient of the layout, its records).
+LAYOUTS = {
+    "MSSEG-2016": (lambda folder: (folder / MSSEG_SCAN_NAME).is_file(), None),
+    "Ljubljana cross-sectional": (ljubljana.is_cross_sectional_patient,
+                                  lambda folder, masks, target: [ljubljana.cross_sectional_record(folder, masks)]),
+    "Ljubljana longitudinal": (ljubljana.is_longitudinal_patient,
+                               lambda folder, masks, target: ljubljana.longitudinal_records(folder, masks)),
+    "BRATS": (brats.is_brats_case, lambda folder, masks, target: [brats.brats_record(folder, masks, target)]),
+}
+
+
+def find_dataset(path: str | os.PathLike, require_masks: bool = False, bids: dict | None = None,
+                 target: str = "auto") -> list[Record]:
+    """Find the patients of a dataset: a BIDS root, a folder of patient folders or a CSV/TSV table.
 
     Args:
         path: a BIDS dataset root (holding ``dataset_description.json``) for
-            :func:`planar3d.io.bids.bids_records`, another folder for :func:`find_msseg2016`,
-            or a ``.csv``/``.tsv`` file for :func:`read_dataset_table`.
+            :func:`planar3d.io.bids.bids_records`, another folder for
+            :func:`find_patient_folders` (MSSEG-2016, Ljubljana or BRATS layout), or a
+            ``.csv``/``.tsv`` file for :func:`read_dataset_table`.
         require_masks: raise if a patient has no mask (training needs them all).
         bids: keyword options of :func:`planar3d.io.bids.find_bids_scans` (``masks_from``,
             ``acq``, ``run``, ``centre_column``, ``participant_label``, ``session_label``);
             options set to a value other than None are refused for other layouts.
+        target: a :data:`planar3d.config.TARGETS` name; BRATS regions need BRATS folders.
 
     Returns:
         Records sorted by patient id.
 
     Raises:
         InputFileError: the path is missing, has an unknown type, or a listed file is
-            missing; no patients; duplicate patient ids; a missing mask when required.
+            missing; no patients; duplicate patient ids; a missing mask when required; a
+            tumour target for a dataset that is not BRATS.
     """
     path = Path(path)
     bids = {k: v for k, v in (bids or {}).items() if v is not None}
     if path.is_dir() and (path / "dataset_description.json").is_file():
-
+        _refuse_target(path, target, "a BIDS dataset")
         return bids_records(path, require_masks=require_masks, **bids)
     if bids:
         flags = ", ".join("--" + k.replace("_", "-") for k in sorted(bids))
         raise InputFileError(path, f"{flags} need a BIDS dataset (a folder holding dataset_description.json)")
     if path.is_dir():
-        return find_msseg2016(path, require_masks=require_masks)
+        return find_patient_folders(path, require_masks=require_masks, target=target)
     if path.is_file():
+        _refuse_target(path, target, "a dataset table")
         return read_dataset_table(path, require_masks=require_masks)
     raise InputFileError(path, "dataset not found (expected a folder or a .csv/.tsv table)")
+
+
+def find_patient_folders(root: str | os.PathLike, require_masks: bool = False, target: str = "auto") -> list[Record]:
+    """The patients of the one :data:`LAYOUTS` layout found in ``root`` (up to three levels down).
+
+    Raises:
+        InputFileError: ``root`` is not a folder; no patient folder; folders of several
+            layouts, or of several variants of one (``raw/`` and ``MNI/``); duplicate
+            patient ids; a missing mask when required; a tumour target without BRATS.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputFileError(root, "not a folder")
+    found: dict[str, list[Path]] = {}
+    for folder in _folders_below(root, _MAX_SEARCH_DEPTH):
+        layout = next((name for name, (is_patient, _) in LAYOUTS.items() if is_patient(folder)), None)
+        if layout is not None:
+            found.setdefault(layout, []).append(folder)
+    if not found:
+        raise InputFileError(root, f"no patient folders of a known layout ({', '.join(LAYOUTS)}) found up to "
+                             f"{_MAX_SEARCH_DEPTH} levels down")
+    if len(found) > 1:
+        examples = "; ".join(f"{name}: {folders[0].relative_to(root).as_posix() or '.'}" for name, folders in found.items())
+        raise InputFileError(root, f"holds several dataset layouts ({examples}); point --data at one of them")
+    (layout, folders), = found.items()
+    if layout != "BRATS":
+        _refuse_target(root, target, f"the {layout} layout")
+    if layout == "MSSEG-2016":
+        return find_msseg2016(root, require_masks=require_masks)
+    variants = sorted({folder.parent for folder in folders})
+    if len(variants) > 1:
+        names = [variant.relative_to(root).as_posix() or "." for variant in variants]
+        raise InputFileError(root, f"holds {len(variants)} variants of the {layout} set ({', '.join(names)}); "
+                             "point --data at one of them")
+    records = [record for folder in folders for record in LAYOUTS[layout][1](folder, require_masks, target)]
+    return sorted(records, key=lambda record: record.patient_id)
+
+
+def _refuse_target(path: Path, target: str, what: str) -> None:
+    if target != "auto":
+        raise InputFileError(path, f"--target {target} needs BRATS case folders (label maps); {what} has binary masks")
 
 
 def find_msseg2016(root: str | os.PathLike, require_masks: bool = False) -> list[Record]:

@@ -9,6 +9,7 @@ import logging
 import os
 import zlib
 from pathlib import Path
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -74,19 +75,26 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     return img
 
 
-def load_mask(path: str | os.PathLike, scan_img: nib.Nifti1Image) -> nib.Nifti1Image:
-    """Load a binary lesion mask and check it against its scan.
+def load_mask(path: str | os.PathLike, scan_img: nib.Nifti1Image,
+              labels: Sequence[int] | None = None) -> nib.Nifti1Image:
+    """Load a binary lesion mask (or a label map) and check it against its scan.
 
     Masks must contain only the values 0 and 1 (any dtype); they are not binarised
-    silently, because a soft or label mask usually means the wrong file.
+    silently, because a soft or label mask usually means the wrong file. A label map
+    (BRATS) is read with ``labels``: the voxels holding one of those values become 1.
 
     Args:
         path: the mask file.
         scan_img: the scan the mask belongs to (from :func:`load_scan`).
+        labels: the label values that are the target; None for a binary mask.
+
+    Returns:
+        The binary mask (values 0 and 1) on the scan's grid.
 
     Raises:
         InputFileError: as :func:`load_nifti`, or the mask's shape or affine differs from
-            the scan's, or it holds values other than 0 and 1.
+            the scan's, or it holds values other than 0 and 1 (binary mask), or values that
+            are not whole numbers (label map).
     """
     img = load_nifti(path)
     if img.shape != scan_img.shape:
@@ -96,8 +104,19 @@ def load_mask(path: str | os.PathLike, scan_img: nib.Nifti1Image) -> nib.Nifti1I
     if not np.allclose(img.affine, scan_img.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
         worst = float(np.max(np.abs(img.affine - scan_img.affine)))
         raise InputFileError(path, f"mask affine differs from the scan's (by up to {worst:.4g})")
-    check_binary(path, img.get_fdata(dtype=np.float32))
-    return img
+    data = img.get_fdata(dtype=np.float32)
+    if labels is None:
+        check_binary(path, data)
+        return img
+    fractional = data[data != np.round(data)]
+    if fractional.size:
+        raise InputFileError(path, f"label map holds {fractional.size} voxels that are not whole numbers "
+                             f"(e.g. {float(fractional[0])!r})")
+    header = img.header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1, 0)
+    target = np.isin(data, np.asarray(labels, dtype=np.float32)).astype(np.uint8)
+    return nib.Nifti1Image(target, img.affine, header)
 
 
 def check_binary(path: str | os.PathLike, data: np.ndarray) -> np.ndarray:

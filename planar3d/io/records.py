@@ -1,4 +1,5 @@
-"""One scan of a data set: :class:`Record` (patient, centre, FLAIR path, optional mask path, subject).
+"""One scan of a data set: :class:`Record` (patient, centre, FLAIR path, optional mask path and the
+mask labels that count as foreground, subject).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class Record:
         subject: the person the scan belongs to when one person has several scans (BIDS
             sessions: ``"sub-01"``); the cross-validation keeps them in one fold. None:
             the patient id is the person.
+        mask_labels: the label values of ``mask`` that are the target (BRATS label maps:
+            ``(1, 2, 3, 4)`` for the whole tumour); None: ``mask`` is binary (0/1).
     """
 
     patient_id: str
@@ -28,3 +31,4 @@ class Record:
     flair: Path
     mask: Path | None = None
     subject: str | None = None
+    mask_labels: tuple[int, ...] | None = None

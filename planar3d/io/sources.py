@@ -15,7 +15,7 @@ __all__ = ["classification_records", "dataset_records"]
 def dataset_records(config: Config) -> list[Record]:
     """The dataset's records: ``config.data``, or the built-in phantom (made on first use)."""
     if config.data is not None:
-        return find_dataset(config.data, require_masks=True, bids=config.bids_options())
+        return find_dataset(config.data, require_masks=True, bids=config.bids_options(), target=config.target)
 
     options = {"seed": config.phantom_seed, "n_per_centre": config.phantom_n_per_centre, "mode": config.phantom_mode}
     if config.phantom_scale is not None:
@@ -30,4 +30,4 @@ def classification_records(config: Config) -> list[Record]:
 
     if config.data is None:
         return dataset_records(config)
-    return find_dataset(config.data, bids=config.bids_options())  # classification does not need masks
+    return find_dataset(config.data, bids=config.bids_options(), target=config.target)  # classification does not need masks

@@ -164,7 +164,7 @@ def evaluate_fold(fold_dir: Path, cases: Sequence[CachedCase], config: Config, f
         probabilities, mask, resampled = segment_volume(model, case.volume, case.meta, config)
         save_nifti(mask, scan, fold_dir / "predictions" / f"{case.patient_id}_mask.nii.gz", overwrite=True)
         if config.eval_space == "native":
-            reference = np.asarray(load_mask(case.record.mask, scan).dataobj) > 0.5
+            reference = np.asarray(load_mask(case.record.mask, scan, case.record.mask_labels).dataobj) > 0.5
             metrics = scan_metrics(reference, mask, [float(z) for z in scan.header.get_zooms()[:3]])
         else:
             resampled_mask = binarize(resampled, threshold=config.threshold, rule=config.threshold_rule)
