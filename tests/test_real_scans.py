@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import runpy
 from pathlib import Path
 
 import nibabel as nib
@@ -172,6 +173,27 @@ def test_itk_transform_is_read_in_world_coordinates(tmp_path):
             ljubljana.read_itk_affine(tmp_path / name)
 
 
+def test_visits_meet_on_the_common_grid_through_their_transforms():
+    patient = ljubljana.longitudinal_patient(LONGITUDINAL / "patient01")
+    common = nib.load(patient.change_mask)
+
+    def on_common(visit, transform):
+        image = nib.load(patient.visits[visit])
+        return ljubljana.to_common_grid(np.asarray(image.dataobj), image.affine, transform, common.shape, common.affine,
+                                        order=1)
+
+    def agreement(transforms):
+        first, second = (on_common(visit, transforms[visit]) for visit in (1, 2))
+        both = (first > 0) & (second > 0)
+        return np.corrcoef(first[both], second[both])[0, 1]
+
+    read = {visit: ljubljana.read_itk_affine(patient.transforms[visit]) for visit in (1, 2)}
+    registered = agreement(read)
+    assert registered > 0.95  # measured 0.980: the same head, voxel for voxel
+    assert agreement({visit: np.linalg.inv(m) for visit, m in read.items()}) < registered - 0.2  # measured 0.601
+    assert agreement({visit: np.eye(4) for visit in read}) < registered - 0.1  # measured 0.754
+
+
 # ----------------------------------------------------------------------------- the pipeline on real scans
 
 def _same_geometry(output: Path, source: Path) -> None:
@@ -242,3 +264,43 @@ def test_crossval_leaves_one_ljubljana_patient_out(home, tmp_path):
     assert [row["patient"] for row in rows] == ["patient19"]  # 3 patients, 1 centre: fold k tests the k-th
     _same_geometry(out / "fold_1" / "predictions" / "patient19_mask.nii.gz", next((MNI / "patient19").glob("FLAIR_*")))
     assert (out / "summary.md").is_file()
+
+
+# ----------------------------------------------------------------------------- data_prep/get_open_ms_data.py
+
+GETTER = Path(__file__).resolve().parents[1] / "data_prep" / "get_open_ms_data.py"
+
+
+def test_get_open_ms_data_copies_checks_and_reads_a_local_source(tmp_path, capsys):
+    getter = runpy.run_path(str(GETTER))
+    source = tmp_path / "open_ms_data"
+    for number in (7, 19):  # the repository's layout, linked from the shared subset
+        for path in (MNI / f"patient{number:02d}").iterdir():
+            _link_tree(source, {f"cross_sectional/MNI/patient{number:02d}/{path.name}": path})
+    out = tmp_path / "out"
+    argv = [str(out), "--sets", "cross_sectional/MNI", "--patients", "7", "19", "--source", str(source)]
+    assert getter["main"](argv) == 0
+    for number in (7, 19):
+        for path in (MNI / f"patient{number:02d}").iterdir():
+            copy = out / "cross_sectional" / "MNI" / f"patient{number:02d}" / path.name
+            assert copy.read_bytes() == path.read_bytes() and not copy.is_symlink()
+    assert [r.patient_id for r in find_dataset(out / "cross_sectional" / "MNI", require_masks=True)] == [
+        "patient07", "patient19"]
+    assert f"{out / 'cross_sectional/MNI'}: 2 scans read" in capsys.readouterr().out
+    # a damaged file at the source: one line naming it, exit 2, nothing half-written, valid files kept
+    flair = next((out / "cross_sectional" / "MNI" / "patient19").glob("FLAIR_*"))
+    flair.unlink()
+    damaged = source / "cross_sectional" / "MNI" / "patient19" / flair.name
+    damaged.unlink()
+    damaged.write_bytes(b"\x1f\x8b not really gzip")
+    assert getter["main"](argv) == 2
+    message = capsys.readouterr().err.strip().splitlines()
+    assert len(message) == 1 and message[0].startswith(f"get_open_ms_data: {damaged}: ")
+    assert not flair.exists() and not list(flair.parent.glob(".tmp-*"))
+    assert sorted(p.name for p in flair.parent.iterdir()) == sorted(p.name for p in (MNI / "patient19").iterdir()
+                                                                     if not p.name.startswith("FLAIR_"))
+    # a patient the source does not have
+    assert getter["main"]([str(out), "--sets", "cross_sectional/MNI", "--patients", "3", "--source", str(source)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"get_open_ms_data: {source}/cross_sectional/MNI/patient03: no FLAIR at the source")
+    assert not (out / "cross_sectional" / "MNI" / "patient03").exists()

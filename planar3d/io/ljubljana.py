@@ -33,7 +33,7 @@ from planar3d.io.records import Record
 
 __all__ = [
     "CENTRE", "LongitudinalPatient", "cross_sectional_record", "is_cross_sectional_patient", "is_longitudinal_patient",
-    "longitudinal_patient", "longitudinal_records", "read_itk_affine",
+    "longitudinal_patient", "longitudinal_records", "read_itk_affine", "to_common_grid",
 ]
 
 
@@ -164,6 +164,30 @@ def read_itk_affine(path: str | Path) -> np.ndarray:
     lps[:3, :3], lps[:3, 3] = matrix, offset
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])
     return flip @ lps @ flip
+
+
+def to_common_grid(array: np.ndarray, visit_affine: np.ndarray, transform: np.ndarray, common_shape: tuple[int, ...],
+                   common_affine: np.ndarray, order: int = 0) -> np.ndarray:
+    """A visit's image or mask resampled onto the common grid.
+
+    Args:
+        array: the visit's `(i, j, k)` voxels (a mask for ``order=0``).
+        visit_affine: its voxel -> world (RAS) matrix.
+        transform: :func:`read_itk_affine` of ``studyK_FLAIR_to_common_space.txt`` (common
+            world -> visit world).
+        common_shape, common_affine: the common grid (``gt.nii.gz``'s).
+        order: spline order (0 nearest, for masks; 1 linear).
+
+    Returns:
+        float32 array of ``common_shape``; 0 outside the visit's field of view.
+    """
+    from scipy.ndimage import map_coordinates
+
+    ijk = np.indices(tuple(common_shape[:3]), dtype=np.float64).reshape(3, -1)
+    world = np.asarray(common_affine) @ np.vstack([ijk, np.ones(ijk.shape[1])])
+    voxel = np.linalg.inv(visit_affine) @ (np.asarray(transform) @ world)
+    values = map_coordinates(np.asarray(array, dtype=np.float32), voxel[:3], order=order, cval=0.0)
+    return values.reshape(tuple(common_shape[:3]))
 
 
 def _matches(folder: Path, pattern: re.Pattern) -> list[Path]:
