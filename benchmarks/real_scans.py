@@ -57,12 +57,11 @@ BRATS_VARIANTS = {
 }
 
 
-def crossval(out: Path, flags: list[str], seeds: list[int], log: Path) -> float:
+def crossval(out: Path, flags: list[str], seeds: list[int], folds: list[int], log: Path) -> float:
     """Run (or continue) one crossval grid; return its wall time in seconds (0 when all was reused)."""
-    done = [seed for seed in seeds if (out / f"seed_{seed}" / "summary.md").is_file() or _fold_done(out, seed)]
-    if len(done) == len(seeds) and (out / "grid.json").is_file():
+    if all((out / f"seed_{seed}" / f"fold_{fold}" / "done.json").is_file() for seed in seeds for fold in folds):
         return 0.0
-    command = [sys.executable, "-m", "planar3d.crossval", *flags, "--seeds", *map(str, seeds), "--out", str(out)]
+    command = [sys.executable, "-m", "planar3d.crossval", *flags, "--folds", *map(str, folds), "--seeds", *map(str, seeds), "--out", str(out)]
     start = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as handle:
@@ -70,11 +69,6 @@ def crossval(out: Path, flags: list[str], seeds: list[int], log: Path) -> float:
         handle.flush()
         subprocess.run(command, check=True, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
     return time.perf_counter() - start
-
-
-def _fold_done(out: Path, seed: int) -> bool:
-    folds = sorted((out / f"seed_{seed}").glob("fold_*"))
-    return bool(folds) and all((fold / "done.json").is_file() for fold in folds)
 
 
 def fold_rows(out: Path, seeds: list[int]) -> list[dict]:
@@ -122,7 +116,7 @@ def section_phantom(args, times: dict) -> list[dict]:
     rows = []
     for mode, flags in PHANTOM_RUNS.items():
         out = args.out / "phantom" / mode
-        times[f"phantom {mode}: training"] = crossval(out, flags, args.seeds, args.out / "phantom.log")
+        times[f"phantom {mode}: training"] = crossval(out, flags, args.seeds, [4], args.out / "phantom.log")
         start = time.perf_counter()
         for seed in args.seeds:
             for row in segment_patients(out / f"seed_{seed}" / "fold_4" / "best.keras", records):
@@ -181,12 +175,13 @@ def section_raw(args, times: dict) -> list[dict]:
     return rows
 
 
-def section_grid(args, times: dict, name: str, data: Path, variants: dict, common_flags: list[str]) -> list[dict]:
+def section_grid(args, times: dict, name: str, data: Path, variants: dict, common_flags: list[str],
+                 folds: list[int]) -> list[dict]:
     rows = []
     for variant, flags in variants.items():
         out = args.out / name / variant
         times[f"{name} {variant}: training"] = crossval(out, ["--data", str(data), *common_flags, *flags], args.seeds,
-                                                        args.out / f"{name}.log")
+                                                        folds, args.out / f"{name}.log")
         rows += [{"variant": variant, **row} for row in fold_rows(out, args.seeds)]
     return rows
 
@@ -329,14 +324,12 @@ def main(argv: list[str] | None = None) -> None:
     if "phantom" in args.sections:
         results["phantom"] = section_phantom(args, times)
     if "ljubljana" in args.sections:
-        folds = ["--folds", "0", "1", "2"]
         results["ljubljana"] = section_grid(args, times, "ljubljana",
                                             args.realdata / "ljubljana_ms" / "cross_sectional" / "MNI",
-                                            LJUBLJANA_VARIANTS, [*args.ms_preset, *folds])
+                                            LJUBLJANA_VARIANTS, args.ms_preset, [0, 1, 2])
     if "brats" in args.sections:
-        folds = ["--folds", *map(str, args.brats_folds)]
         results["brats"] = section_grid(args, times, "brats", args.realdata / "brats2013_deepmedic", BRATS_VARIANTS,
-                                        [*args.brats_preset, *folds])
+                                        args.brats_preset, args.brats_folds)
     if "raw" in args.sections:
         results["raw"] = section_raw(args, times)
     for section in SECTIONS:  # the sections not run this time keep their last figures

@@ -194,6 +194,19 @@ def test_visits_meet_on_the_common_grid_through_their_transforms():
     assert agreement({visit: np.eye(4) for visit in read}) < registered - 0.1  # measured 0.754
 
 
+def test_predict_takes_one_flair_per_patient_from_a_data_set_folder(tmp_path):
+    from planar3d.apps.predict import input_scans
+
+    assert [(path.name, name) for path, name in input_scans([str(BRATS)])] == [
+        ("Flair_subtrMeanDivStd.nii.gz", f"brats_2013_pat000{i}_1") for i in range(1, 7)]  # not T1c, not the labels
+    assert [name for _, name in input_scans([str(MNI)])] == ["patient07", "patient19", "patient26"]
+    assert [name for _, name in input_scans([str(LONGITUDINAL / "patient01")])] == ["patient01_study1", "patient01_study2"]
+    plain = _link_tree(tmp_path / "plain", {"a.nii.gz": BRATS / "brats_2013_pat0001_1" / "T1c_subtrMeanDivStd.nii.gz"})
+    assert input_scans([str(plain)]) == [(plain / "a.nii.gz", "a")]
+    with pytest.raises(InputFileError, match="holds several dataset layouts"):
+        input_scans([str(REALDATA / "ljubljana_ms")])
+
+
 # ----------------------------------------------------------------------------- the pipeline on real scans
 
 def _same_geometry(output: Path, source: Path) -> None:

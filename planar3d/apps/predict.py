@@ -29,7 +29,7 @@ from planar3d.inference.pipeline import (
     segment_volume,
 )
 from planar3d.inference.postprocess import binarize
-from planar3d.io.datasets import find_dataset
+from planar3d.io.datasets import find_dataset, find_patient_folders
 from planar3d.io.nifti import load_scan, save_nifti
 from planar3d.nets.load import load_classifier
 from planar3d.training.classify import class_probabilities, volume_sample
@@ -67,7 +67,7 @@ def predict_classes(model_path: str | Path, inputs: Sequence[str], output: str |
     model = load_classifier(model_path)
     size, channels = int(model.input_shape[1]), int(model.input_shape[-1])
     rows, failures = [], []
-    for path in scans:
+    for path, name in scans:
         try:
             volume, _, _ = preprocess(load_scan(path), size=size, robust=config.robust_normalisation)
         except Planar3DError as error:
@@ -75,7 +75,7 @@ def predict_classes(model_path: str | Path, inputs: Sequence[str], output: str |
             failures.append(str(path))
             continue
         probabilities = class_probabilities(model, volume_sample(volume, channels)[None])[0]
-        rows.append({"scan": str(path), "subject": scan_name(path), "predicted": int(np.argmax(probabilities)),
+        rows.append({"scan": str(path), "subject": name, "predicted": int(np.argmax(probabilities)),
                      **{f"prob_{k}": float(p) for k, p in enumerate(probabilities)}})
         print(f"{path}: class {rows[-1]['predicted']} (p = {probabilities.max():.3f})")
     if rows:
@@ -227,28 +227,47 @@ def write_table(path: Path, rows: Sequence[dict], overwrite: bool) -> None:
     write_rows(path, rows, overwrite=overwrite, columns=None if rows else ["id", "voxels", "volume_mm3"])
 
 
-def input_scans(inputs: Sequence[str]) -> list[Path]:
-    """The scans named by ``--input``: files, folders (every ``.nii``/``.nii.gz`` below, masks and
-    probability maps excluded) and CSV/TSV dataset tables.
+def input_scans(inputs: Sequence[str]) -> list[tuple[Path, str]]:
+    """The scans named by ``--input`` and their names: files, folders and CSV/TSV dataset tables.
+
+    A folder of a known data set layout (MSSEG-2016, Ljubljana, BRATS:
+    :func:`planar3d.io.datasets.find_patient_folders`) gives each patient's FLAIR, named by
+    patient id, and none of its other sequences or masks; any other folder gives every
+    ``.nii``/``.nii.gz`` below it, masks and probability maps excluded, named by
+    :func:`scan_name`.
 
     Raises:
-        InputFileError: a folder without scans, a bad table.
+        InputFileError: a folder without scans, a folder of several layouts, a bad table.
     """
 
-    paths: list[Path] = []
+    scans: list[tuple[Path, str]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
+            records = _dataset_in(path)
+            if records is not None:
+                scans += [(record.flair, record.patient_id) for record in records]
+                continue
             found = sorted(p for p in path.rglob("*") if p.name.endswith(SUFFIXES) and p.is_file())
             found = [p for p in found if not any(k in p.name.lower() for k in ("mask", "consensus", "_prob"))]
             if not found:
                 raise InputFileError(path, "no .nii or .nii.gz scans in this folder")
-            paths += found
+            scans += [(p, scan_name(p)) for p in found]
         elif path.suffix.lower() in (".csv", ".tsv"):
-            paths += [record.flair for record in find_dataset(path)]
+            scans += [(record.flair, record.patient_id) for record in find_dataset(path)]
         else:
-            paths.append(path)
-    return paths
+            scans.append((path, scan_name(path)))
+    return scans
+
+
+def _dataset_in(folder: Path):
+    """The records of ``folder`` when it holds a known layout, else None (a plain folder of scans)."""
+    try:
+        return find_patient_folders(folder)
+    except InputFileError as error:
+        if "no patient folders of a known layout" in str(error):
+            return None
+        raise
 
 
 def scan_name(path: Path) -> str:

@@ -14,7 +14,6 @@ from planar3d.apps.predict import (
     input_scans,
     predict_classes,
     predict_scan,
-    scan_name,
     scan_outputs,
     select_device,
     stem,
@@ -30,14 +29,15 @@ __all__ = []
 
 def _inputs_and_outputs(inputs: Sequence[str], output: str) -> list[tuple[Path, Path]]:
     """Pair every input scan with its output mask path."""
-    paths = input_scans(inputs)
+    scans = input_scans(inputs)
+    paths = [path for path, _ in scans]
     folder_mode = len(paths) > 1 or Path(inputs[0]).is_dir() or Path(output).is_dir() or not output.endswith(SUFFIXES)
     if not folder_mode:
         return [(paths[0], Path(output))]
     out_dir = Path(output)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputFileError(out_dir, "several inputs need an output folder, not a file")
-    names = [scan_name(p) for p in paths]
+    names = [name for _, name in scans]
     if len(set(names)) != len(names):
         names = [f"{p.parent.name}_{stem(p)}" for p in paths]
     return [(p, out_dir / f"{name}_mask.nii.gz") for p, name in zip(paths, names)]
