@@ -21,7 +21,7 @@ NUMERICS_ENVIRONMENT = (
     "CUDA_VISIBLE_DEVICES",
 )
 
-_ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4")
+_ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "bf16")
 
 
 def cpu_isa_flags(cpuinfo: str | None = None) -> list[str]:
@@ -33,7 +33,7 @@ def cpu_isa_flags(cpuinfo: str | None = None) -> list[str]:
 
     Returns:
         Sorted, de-duplicated flags of the first processor that start with ``avx``, ``amx``,
-        ``fma``, ``f16c`` or ``sse4``.
+        ``fma``, ``f16c``, ``sse4`` or ``bf16`` (Arm).
     """
     if cpuinfo is None:
         try:

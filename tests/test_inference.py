@@ -152,14 +152,14 @@ def test_reduced_precision_runs_as_graphs_and_float32_stays_eager(small_model, r
 def test_resolve_precision_from_the_cpu_flags(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setattr(precision, "cpu_isa_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     assert precision.resolve_precision("auto") == "bfloat16"
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
+    monkeypatch.setattr(precision, "cpu_isa_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
     assert precision.resolve_precision("auto") == "bfloat16"
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     assert precision.resolve_precision("auto") == "float32"
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(precision, "cpu_isa_flags", lambda: {"avx2", "fma"})
     assert precision.resolve_precision("auto") == "float32"
     assert precision.resolve_precision("float16") == "float16"
     with pytest.raises(Planar3DError, match=r"Received: precision='half'$"):
@@ -176,7 +176,7 @@ def test_resolve_precision_on_a_gpu_follows_its_compute_capability(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [gpu] if kind == "GPU" else [])
     monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda device: asked.append(device) or details)
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setattr(precision, "cpu_isa_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     chosen = {}
     for capability in [(9, 0), (8, 6), (8, 0), (7, 5), (7, 0), (6, 1), (3, 7), None]:
         details = {} if capability is None else {"device_name": "fake", "compute_capability": capability}

@@ -36,7 +36,8 @@ from planar3d.training.classify import class_probabilities, volume_sample
 
 __all__ = [
     "SUFFIXES", "Segmentation", "check_not_input", "inference_config", "input_scans", "predict_classes",
-    "predict_scan", "scan_name", "scan_outputs", "segment_scan", "select_device", "stem", "write_table"
+    "predict_scan", "scan_name", "scan_outputs", "scan_outputs_pairs", "segment_scan", "segment_scans", "select_device",
+    "stem", "write_table",
 ]
 
 
@@ -273,6 +274,64 @@ def _dataset_in(folder: Path):
 def scan_name(path: Path) -> str:
     """A scan's name: its file stem, or its folder's name for MSSEG's ``3DFLAIR.nii.gz``."""
     return stem(path) if path.name not in ("3DFLAIR.nii.gz", "FLAIR.nii.gz") else path.parent.name
+
+
+def scan_outputs_pairs(inputs: Sequence[str], output: str) -> list[tuple[Path, Path]]:
+    """Pair every ``--input`` scan (:func:`input_scans`) with its output mask path: ``output`` itself
+    for one scan file and a ``.nii[.gz]`` output, else ``output/<name>_mask.nii.gz`` (folder mode;
+    names made unique with the parent folder's name when two scans share one).
+
+    Raises:
+        InputFileError: several inputs and an output that is an existing file.
+    """
+    scans = input_scans(inputs)
+    paths = [path for path, _ in scans]
+    folder_mode = len(paths) > 1 or Path(inputs[0]).is_dir() or Path(output).is_dir() or not output.endswith(SUFFIXES)
+    if not folder_mode:
+        return [(paths[0], Path(output))]
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputFileError(out_dir, "several inputs need an output folder, not a file")
+    names = [name for _, name in scans]
+    if len(set(names)) != len(names):
+        names = [f"{p.parent.name}_{stem(p)}" for p in paths]
+    return [(p, out_dir / f"{name}_mask.nii.gz") for p, name in zip(paths, names)]
+
+
+def segment_scans(model, pairs: Sequence[tuple[Path, Path]], config: Config, lesion_map: bool = False,
+                  report: bool = True, overlay: bool = True, probabilities: str | Path | None = None,
+                  overwrite: bool = False, batch_size: int = INFERENCE_BATCH_SIZE,
+                  progress: bool = True) -> tuple[list[dict], list[str]]:
+    """:func:`predict_scan` for every ``(flair, output)`` pair, printing one line per scan.
+
+    In folder mode (several pairs) an existing output is skipped unless ``overwrite`` and a
+    scan that fails is reported and skipped; one pair raises its error.
+
+    Returns:
+        ``(rows, failures)``: the rows of the scans segmented, the FLAIR paths that failed.
+    """
+    from tqdm.auto import tqdm
+
+    single = len(pairs) == 1
+    rows, failures = [], []
+    for flair, output in tqdm(pairs, desc="segment", unit="scan", disable=single):
+        if not single and output.exists() and not overwrite:
+            tqdm.write(f"skip {flair}: {output} exists (pass --overwrite to redo)")
+            continue
+        try:
+            labels = output.with_name(stem(output) + "_labels.nii.gz") if lesion_map else None
+            row = predict_scan(model, flair, output, config, probabilities=probabilities, lesion_map=labels,
+                               report=report, overlay=overlay, overwrite=overwrite, batch_size=batch_size,
+                               progress=single and progress)
+        except Planar3DError as error:
+            if single:
+                raise
+            tqdm.write(f"error: {error}", file=sys.stderr)  # on its own line, not on the bar's
+            failures.append(str(flair))
+            continue
+        rows.append(row)
+        tqdm.write(f"{flair}: {row['n_lesions']} lesions, {row['total_volume_ml']:.2f} ml -> {output}")
+    return rows, failures
 
 
 def select_device(choice: str) -> None:

@@ -5,42 +5,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Sequence
 
 from planar3d.apps.predict import (
-    SUFFIXES,
     check_not_input,
     inference_config,
-    input_scans,
     predict_classes,
-    predict_scan,
     scan_outputs,
+    scan_outputs_pairs,
+    segment_scans,
     select_device,
     stem,
     write_table,
 )
 from planar3d.atomic import check_destinations
 from planar3d.cli.common import add_segment_flags, make_parser, run_cli
-from planar3d.errors import InputFileError, Planar3DError
+from planar3d.errors import Planar3DError
 from planar3d.nets.load import load_segmentation_model
 
 __all__ = []
-
-
-def _inputs_and_outputs(inputs: Sequence[str], output: str) -> list[tuple[Path, Path]]:
-    """Pair every input scan with its output mask path."""
-    scans = input_scans(inputs)
-    paths = [path for path, _ in scans]
-    folder_mode = len(paths) > 1 or Path(inputs[0]).is_dir() or Path(output).is_dir() or not output.endswith(SUFFIXES)
-    if not folder_mode:
-        return [(paths[0], Path(output))]
-    out_dir = Path(output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputFileError(out_dir, "several inputs need an output folder, not a file")
-    names = [name for _, name in scans]
-    if len(set(names)) != len(names):
-        names = [f"{p.parent.name}_{stem(p)}" for p in paths]
-    return [(p, out_dir / f"{name}_mask.nii.gz") for p, name in zip(paths, names)]
 
 
 @run_cli
@@ -71,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"class probabilities: {args.output}")
         return 0
-    pairs = _inputs_and_outputs(args.input, args.output)
+    pairs = scan_outputs_pairs(args.input, args.output)
     if args.probabilities and len(pairs) > 1:
         raise Planar3DError("--probabilities takes one input; in folder mode probability maps are not written")
     # refuse unwritable destinations before loading the model
@@ -86,26 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     select_device(args.device)
     model = load_segmentation_model(args.model)
 
-    from tqdm.auto import tqdm
-
-    rows, failures = [], []
-    for flair, output in tqdm(pairs, desc="segment", unit="scan", disable=len(pairs) == 1):
-        if len(pairs) > 1 and output.exists() and not args.overwrite:
-            tqdm.write(f"skip {flair}: {output} exists (pass --overwrite to redo)")
-            continue
-        try:
-            labels = output.with_name(stem(output) + "_labels.nii.gz") if args.lesion_map else None
-            row = predict_scan(model, flair, output, config, probabilities=args.probabilities, lesion_map=labels,
-                               report=not args.no_report, overlay=not args.no_qc, overwrite=args.overwrite,
-                               batch_size=args.batch_size, progress=len(pairs) == 1 and not args.quiet)
-        except Planar3DError as error:
-            if len(pairs) == 1:
-                raise
-            tqdm.write(f"error: {error}", file=sys.stderr)  # on its own line, not on the bar's
-            failures.append(str(flair))
-            continue
-        rows.append(row)
-        tqdm.write(f"{flair}: {row['n_lesions']} lesions, {row['total_volume_ml']:.2f} ml -> {output}")
+    rows, failures = segment_scans(model, pairs, config, lesion_map=args.lesion_map, report=not args.no_report,
+                                   overlay=not args.no_qc, probabilities=args.probabilities, overwrite=args.overwrite,
+                                   batch_size=args.batch_size, progress=not args.quiet)
     if len(pairs) > 1 and rows:
         write_table(Path(args.output) / "lesion_summary.csv", rows, overwrite=True)
         print(f"group table: {Path(args.output) / 'lesion_summary.csv'}")

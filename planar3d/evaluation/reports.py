@@ -31,26 +31,18 @@ def classification_summary(rows: Sequence[dict], config: Config) -> str:
     pooled = prediction_metrics(rows)
     data_name = "built-in phantom (NOT MSSEG-2016), target: lesion load above the centre's median" \
         if config.data is None and config.labels is None else f"{config.data or 'built-in phantom'}, labels {config.labels}"
-
     lines = [
         f"# Classification cross-validation ({config.preset} preset)",
         "",
-        f"Backbone `{config.backbone}`, mapping `{config.mapping}`, encoder weights `{config.encoder_weights}`"
-        f"{' (frozen)' if config.freeze_encoder else ''}, {config.size}³ volumes. Data: {data_name}; "
+        f"{_model_line(config)}, {config.size}³ volumes. Data: {data_name}; "
         f"{len(rows)} test scans in {len(folds)} folds. ROC AUC is undefined (—) for a fold whose test scans "
         "hold one class; sd over folds (sample, ddof=1).",
         "",
-        "| fold | n | accuracy | balanced accuracy | ROC AUC | confusion matrix (rows: true) |",
-        "|---|---|---|---|---|---|",
+        *_classification_table("fold", per_fold, "mean ± sd over folds"),
+        f"| all test scans pooled | {pooled['n']} | " + " | ".join(_cell(pooled[k]) for k in CLASSIFICATION_KEYS)
+        + f" | {pooled['confusion_matrix']} |",
+        "", "Per-scan probabilities: `results.csv`.", "",
     ]
-    for fold, metrics in per_fold.items():
-        lines.append(f"| {fold} | {metrics['n']} | " + " | ".join(_cell(metrics[k]) for k in CLASSIFICATION_KEYS)
-                     + f" | {metrics['confusion_matrix']} |")
-    lines.append("| mean ± sd over folds | | " + " | ".join(format_mean_sd([m[k] for m in per_fold.values()]) for k in CLASSIFICATION_KEYS)
-                 + " | |")
-    lines.append(f"| all test scans pooled | {pooled['n']} | " + " | ".join(_cell(pooled[k]) for k in CLASSIFICATION_KEYS)
-                 + f" | {pooled['confusion_matrix']} |")
-    lines += ["", "Per-scan probabilities: `results.csv`.", ""]
     return "\n".join(lines)
 
 
@@ -61,20 +53,30 @@ def seeds_classification_summary(rows: Sequence[dict], config: Config) -> str:
     lines = [
         f"# Classification cross-validation over {len(seeds)} seeds ({config.preset} preset)",
         "",
-        f"Backbone `{config.backbone}`, mapping `{config.mapping}`, encoder weights `{config.encoder_weights}`"
-        f"{' (frozen)' if config.freeze_encoder else ''}, {config.size}³ volumes, folds {config.folds}. Each seed's "
+        f"{_model_line(config)}, {config.size}³ volumes, folds {config.folds}. Each seed's "
         "figures pool its test scans over the folds; sd over seeds (sample, ddof=1). Per seed: `seed_<s>/summary.md`.",
         "",
-        "| seed | n | accuracy | balanced accuracy | ROC AUC | confusion matrix (rows: true) |",
-        "|---|---|---|---|---|---|",
+        *_classification_table("seed", per_seed, "mean ± sd over seeds"),
+        "", "Per-scan probabilities: `results.csv`.", "",
     ]
-    for seed, metrics in per_seed.items():
-        lines.append(f"| {seed} | {metrics['n']} | " + " | ".join(_cell(metrics[k]) for k in CLASSIFICATION_KEYS)
-                     + f" | {metrics['confusion_matrix']} |")
-    lines.append("| mean ± sd over seeds | | " + " | ".join(format_mean_sd([m[k] for m in per_seed.values()]) for k in CLASSIFICATION_KEYS)
-                 + " | |")
-    lines += ["", "Per-scan probabilities: `results.csv`.", ""]
     return "\n".join(lines)
+
+
+def _model_line(config: Config) -> str:
+    return (f"Backbone `{config.backbone}`, mapping `{config.mapping}`, encoder weights `{config.encoder_weights}`"
+            f"{' (frozen)' if config.freeze_encoder else ''}")
+
+
+def _classification_table(group: str, metrics_by_group: dict, mean_label: str) -> list[str]:
+    """One row per group (fold or seed) of :func:`prediction_metrics`, then their mean ± sd."""
+    lines = [f"| {group} | n | accuracy | balanced accuracy | ROC AUC | confusion matrix (rows: true) |",
+             "|---|---|---|---|---|---|"]
+    for key, metrics in metrics_by_group.items():
+        lines.append(f"| {key} | {metrics['n']} | " + " | ".join(_cell(metrics[k]) for k in CLASSIFICATION_KEYS)
+                     + f" | {metrics['confusion_matrix']} |")
+    lines.append(f"| {mean_label} | | " + " | ".join(format_mean_sd([m[k] for m in metrics_by_group.values()])
+                                                    for k in CLASSIFICATION_KEYS) + " | |")
+    return lines
 
 
 def _cell(value: float) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from planar3d.config import PRECISIONS
 from planar3d.errors import Planar3DError
+from planar3d.machine import cpu_isa_flags
 
 __all__ = ["Forward", "forward_functions", "inference_model", "resolve_precision"]
 
@@ -18,18 +19,6 @@ __all__ = ["Forward", "forward_functions", "inference_model", "resolve_precision
 
 
 _POLICIES = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-
-
-def _cpu_flags() -> set[str]:
-    """CPU feature flags from ``/proc/cpuinfo`` (Linux: x86 ``flags``, Arm ``Features``); empty elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def resolve_precision(precision: str = "auto") -> str:
@@ -64,7 +53,7 @@ def resolve_precision(precision: str = "auto") -> str:
     if gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
         return "bfloat16" if capability >= (8, 0) else "float16" if capability >= (7, 0) else "float32"
-    flags = _cpu_flags()
+    flags = set(cpu_isa_flags())
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")
     arm = platform.machine().lower() in ("aarch64", "arm64")
     native = bool({"avx512_bf16", "amx_bf16"} & flags) or (arm and "bf16" in flags)
