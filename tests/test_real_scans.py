@@ -13,6 +13,7 @@ import os
 import runpy
 from pathlib import Path
 
+import matplotlib.image
 import nibabel as nib
 import numpy as np
 import pytest
@@ -254,11 +255,14 @@ def test_predict_and_evaluate_keep_each_real_scans_geometry(brats_run, tmp_path)
     before = {name: path.read_bytes() for name, path in inputs.items()}
     for name, source in inputs.items():
         output = tmp_path / f"{name}.nii.gz"
+        qc = [] if name == "oblique" else ["--no-qc"]
         assert predict_cli.main(["--model", str(model), "--input", str(source), "--output", str(output), "--quiet",
-                                 "--no-qc"]) == 0
+                                 *qc]) == 0
         _same_geometry(output, source)
         assert set(np.unique(np.asarray(nib.load(output).dataobj))) <= {0, 1}
     assert {name: path.read_bytes() for name, path in inputs.items()} == before
+    picture = matplotlib.image.imread(tmp_path / "oblique_qc.png")  # the mosaic of the raw scan's own grid
+    assert picture.shape[0] > 500 and picture.shape[1] > 1000 and picture[..., :3].std() > 0.1
     reference = next((MNI / "patient19").glob("GOLD_*"))
     report = tmp_path / "evaluation"
     assert evaluate_cli.main(["--reference", str(reference), "--prediction", str(tmp_path / "mni.nii.gz"),

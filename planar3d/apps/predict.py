@@ -28,7 +28,6 @@ from planar3d.inference.pipeline import (
     INFERENCE_BATCH_SIZE,  # no TensorFlow: windows is imported when used
     segment_volume,
 )
-from planar3d.inference.postprocess import binarize
 from planar3d.io.datasets import find_dataset, find_patient_folders
 from planar3d.io.nifti import load_scan, save_nifti
 from planar3d.nets.load import load_classifier
@@ -134,13 +133,13 @@ class Segmentation:
 
         return lesion_summary(self.table)
 
-    def qc_picture(self, path: str | Path, title: str, overwrite: bool = False) -> None:
-        """The FLAIR with the predicted lesions in three planes (resampled cube) as a PNG."""
-        from planar3d.evaluation.report_figures import plot_overlay
+    def qc_picture(self, path: str | Path, title: str, overwrite: bool = False, radiological: bool = True) -> None:
+        """The FLAIR with the predicted lesions' outlines, on the scan's own grid in anatomical
+        orientation (:func:`planar3d.evaluation.qc_mosaic.plot_qc_mosaic`), as a PNG."""
+        from planar3d.evaluation.qc_mosaic import plot_qc_mosaic
 
         check_writable(path, overwrite)
-        plot_overlay(self.volume, prediction=binarize(self.resampled, self.config.threshold, self.config.threshold_rule),
-                     path=Path(path), title=title)
+        plot_qc_mosaic(self.scan, prediction=self.mask, path=Path(path), title=title, radiological=radiological)
 
 
 def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int = INFERENCE_BATCH_SIZE,
@@ -162,7 +161,7 @@ def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int 
 
 
 def predict_scan(model, flair_path: str | Path, output: str | Path, config: Config, probabilities: str | Path | None = None,
-                 lesion_map: str | Path | None = None, report: bool = True, overlay: bool = True,
+                 lesion_map: str | Path | None = None, report: bool = True, overlay: bool = True, radiological: bool = True,
                  overwrite: bool = False, batch_size: int = INFERENCE_BATCH_SIZE, progress: bool = False) -> dict:
     """Segment one scan and write its outputs; return its summary row.
 
@@ -201,7 +200,8 @@ def predict_scan(model, flair_path: str | Path, output: str | Path, config: Conf
                           json.dumps({**summary, "lesions": table}, indent=2) + "\n", overwrite=overwrite)
     if overlay:
         result.qc_picture(base.with_name(base.name + "_qc.png"), overwrite=overwrite,
-                          title=f"{flair_path.name}: {summary['n_lesions']} lesions, {summary['total_volume_ml']:.2f} ml")
+                          title=f"{flair_path.name}: {summary['n_lesions']} lesions, {summary['total_volume_ml']:.2f} ml",
+                          radiological=radiological)
     return summary
 
 
@@ -299,7 +299,8 @@ def scan_outputs_pairs(inputs: Sequence[str], output: str) -> list[tuple[Path, P
 
 
 def segment_scans(model, pairs: Sequence[tuple[Path, Path]], config: Config, lesion_map: bool = False,
-                  report: bool = True, overlay: bool = True, probabilities: str | Path | None = None,
+                  report: bool = True, overlay: bool = True, radiological: bool = True,
+                  probabilities: str | Path | None = None,
                   overwrite: bool = False, batch_size: int = INFERENCE_BATCH_SIZE,
                   progress: bool = True) -> tuple[list[dict], list[str]]:
     """:func:`predict_scan` for every ``(flair, output)`` pair, printing one line per scan.
@@ -321,7 +322,8 @@ def segment_scans(model, pairs: Sequence[tuple[Path, Path]], config: Config, les
         try:
             labels = output.with_name(stem(output) + "_labels.nii.gz") if lesion_map else None
             row = predict_scan(model, flair, output, config, probabilities=probabilities, lesion_map=labels,
-                               report=report, overlay=overlay, overwrite=overwrite, batch_size=batch_size,
+                               report=report, overlay=overlay, radiological=radiological, overwrite=overwrite,
+                               batch_size=batch_size,
                                progress=single and progress)
         except Planar3DError as error:
             if single:

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lesion-map", action="store_true", help="also write a labelled lesion map (<name>_labels.nii.gz)")
     parser.add_argument("--no-report", action="store_true", help="skip the per-lesion CSV/JSON report")
     parser.add_argument("--no-qc", action="store_true", help="skip the QC overlay PNG")
+    parser.add_argument("--neurological", action="store_true", help="QC pictures with the patient's left on the image "
+                        "left (default: radiological convention, the left on the right)")
     add_segment_flags(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar over the windows of a "
                         "single scan, on a terminal only)")
@@ -69,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     model = load_segmentation_model(args.model)
 
     rows, failures = segment_scans(model, pairs, config, lesion_map=args.lesion_map, report=not args.no_report,
-                                   overlay=not args.no_qc, probabilities=args.probabilities, overwrite=args.overwrite,
-                                   batch_size=args.batch_size, progress=not args.quiet)
+                                   overlay=not args.no_qc, radiological=not args.neurological,
+                                   probabilities=args.probabilities, overwrite=args.overwrite, batch_size=args.batch_size,
+                                   progress=not args.quiet)
     if len(pairs) > 1 and rows:
         write_table(Path(args.output) / "lesion_summary.csv", rows, overwrite=True)
         print(f"group table: {Path(args.output) / 'lesion_summary.csv'}")
