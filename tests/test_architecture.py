@@ -26,9 +26,9 @@ LAYERS = (
     ("planar3d.runs",),
     ("planar3d.apps",),
     ("planar3d.cli",),
-    # the ``python -m planar3d.<tool>`` doors, and the old pickle path of TrainJob
+    # the ``python -m planar3d[.<tool>]`` doors, and the old pickle path of TrainJob
     ("planar3d.train", "planar3d.crossval", "planar3d.predict", "planar3d.evaluate", "planar3d.bids",
-     "planar3d.launch"),
+     "planar3d.launch", "planar3d.__main__"),
 )
 
 #: Libraries that may be imported inside a function (optional extras, or heavy ones kept off ``--help``).

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 import sys
 
+from planar3d import __version__
 from planar3d.apps.bids import run_group, run_participant
 from planar3d.cli.common import add_bids_flags, add_segment_flags, make_parser, run_cli
 from planar3d.errors import Planar3DError
@@ -22,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output_dir", help="the derivative dataset to write (e.g. BIDS_DIR/derivatives/planar3d)")
     parser.add_argument("analysis_level", choices=("participant", "group"), help="participant: segment; group: tables")
     parser.add_argument("--model", help="trained planar3d model (RUN_DIR/fold_k/best.keras); needed by participant")
+    parser.add_argument("-v", "--version", action="version", version=f"planar3d {__version__}")
+    parser.add_argument("--skip-bids-validator", "--skip_bids_validator", action="store_true",
+                        help="accepted as the BIDS Apps specification asks; planar3d runs no validator (it reads the "
+                        "dataset with its own checks)")
     parser.add_argument("--probseg", action="store_true", help="also write the lesion probability maps (*_probseg.nii.gz)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo finished participants / replace the group tables (default: skip / refuse)")

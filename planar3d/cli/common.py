@@ -208,8 +208,8 @@ def add_bids_flags(parser: argparse.ArgumentParser, masks_help: str | None = Non
     group.add_argument("--centre-column", metavar="COLUMN",
                        help="participants.tsv column naming each subject's centre for the CV split, e.g. site "
                        "(default: the scanner, Manufacturer + MagneticFieldStrength from the JSON sidecar)")
-    group.add_argument("--participant-label", nargs="+", metavar="LABEL", help="subjects to use, with or without sub- (default: all)")
-    group.add_argument("--session-label", nargs="+", metavar="LABEL", help="sessions to use, with or without ses- (default: all)")
+    group.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL", help="subjects to use, with or without sub- (default: all)")
+    group.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL", help="sessions to use, with or without ses- (default: all)")
 
 
 def add_segment_flags(parser: argparse.ArgumentParser) -> None:
