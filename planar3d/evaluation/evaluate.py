@@ -47,7 +47,6 @@ import numpy as np
 
 from planar3d import __version__
 from planar3d.atomic import check_destinations, write_rows, write_text_atomic
-from planar3d.data.preprocess import SAGITTAL_AXCODES
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.evaluation.metrics import MSSEG_KEYS, msseg_metrics
 from planar3d.evaluation.reference import ANIMA_ALPHA, ANIMA_BETA, ANIMA_GAMMA, ANIMA_MIN_LESION_MM3, paper_table2
@@ -273,28 +272,13 @@ def evaluate_pair(
                          gamma=gamma, min_lesion_mm3=min_lesion_mm3)
 
 
-def _to_display(array: np.ndarray, img) -> np.ndarray:
-    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
-
-
-    return apply_orientation(array, ornt_transform(io_orientation(img.affine), axcodes2ornt(SAGITTAL_AXCODES)))
-
-
-def _display_spacing(img) -> list[float]:
-    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
-
-
-    transform = ornt_transform(io_orientation(img.affine), axcodes2ornt(SAGITTAL_AXCODES))
-    zooms, spacing = _spacing(img), [1.0, 1.0, 1.0]
-    for axis, (new_axis, _) in enumerate(transform):
-        spacing[int(new_axis)] = zooms[axis]
-    return spacing
-
-
 def _draw_qc(path: Path, reference_img, reference: np.ndarray, prediction: np.ndarray, flair_path: Path | None,
              reference_path: Path, title: str) -> str | None:
-    """Write the overlay; return a problem with the FLAIR (drawn without it then), or None."""
-    from planar3d.evaluation.report_figures import plot_overlay
+    """Write the QC mosaic (:mod:`planar3d.evaluation.qc_mosaic`); return a problem with the FLAIR
+    (drawn on an empty background then), or None."""
+    import nibabel as nib
+
+    from planar3d.evaluation.qc_mosaic import plot_qc_mosaic
 
     background, problem = np.zeros(reference.shape, dtype=np.float32), None
     if flair_path is None:
@@ -307,9 +291,8 @@ def _draw_qc(path: Path, reference_img, reference: np.ndarray, prediction: np.nd
         except Planar3DError as error:
             problem = str(error)
             title += " (FLAIR unusable: masks only)"
-    plot_overlay(_to_display(background, reference_img), prediction=_to_display(prediction, reference_img),
-                 reference=_to_display(reference, reference_img), path=path, title=title,
-                 spacing=_display_spacing(reference_img))
+    plot_qc_mosaic(nib.Nifti1Image(background, reference_img.affine), prediction=prediction, reference=reference,
+                   path=path, title=title)
     return problem
 
 
