@@ -79,7 +79,7 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the destinations were checked")
 
-    monkeypatch.setattr(predict_cli, "load_segmentation_model", refuse)
+    monkeypatch.setattr(predict_cli, "load_members", refuse)
     monkeypatch.setattr(predict_cli, "select_device", refuse)
     monkeypatch.setattr(segment, "dataset_records", refuse)
     monkeypatch.setattr("planar3d.evaluation.evaluate.msseg_metrics", refuse)

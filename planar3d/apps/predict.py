@@ -24,19 +24,22 @@ from planar3d.config import Config, load_config, make_config
 from planar3d.data.preprocess import preprocess
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.evaluation.lesions import label_lesions, lesion_summary, lesion_table
-from planar3d.inference.pipeline import (
-    INFERENCE_BATCH_SIZE,  # no TensorFlow: windows is imported when used
-    segment_volume,
+from planar3d.inference.pipeline import (  # no TensorFlow: windows is imported when used
+    INFERENCE_BATCH_SIZE,
+    native_mask,
+    predict_resampled,
 )
+from planar3d.inference.ensemble import ensemble_mean, entropy, member_agreement, mutual_information
+from planar3d.inference.postprocess import binarize
 from planar3d.io.datasets import find_dataset, find_patient_folders
 from planar3d.io.nifti import load_scan, save_nifti
-from planar3d.nets.load import load_classifier
+from planar3d.nets.load import load_classifier, load_segmentation_model
 from planar3d.training.classify import class_probabilities, volume_sample
 
 __all__ = [
-    "SUFFIXES", "Segmentation", "check_not_input", "inference_config", "input_scans", "predict_classes",
+    "SUFFIXES", "Segmentation", "check_not_input", "inference_config", "input_scans", "load_members", "member_files", "predict_classes",
     "predict_scan", "scan_name", "scan_outputs", "scan_outputs_pairs", "segment_scan", "segment_scans", "select_device",
-    "stem", "write_table",
+    "stem", "uncertainty_paths", "write_table",
 ]
 
 
@@ -116,8 +119,11 @@ class Segmentation:
         probabilities: float32 lesion probabilities on the native grid.
         mask: uint8 binary mask on the native grid.
         resampled: `(size, size, size)` probabilities before resampling.
-        table: :func:`planar3d.evaluation.lesions.lesion_table` rows (id 1 = largest lesion).
+        table: :func:`planar3d.evaluation.lesions.lesion_table` rows (id 1 = largest lesion);
+            with several members also ``max_probability``, ``member_fraction`` (members whose
+            own mask touches the lesion) and ``mean_mutual_information`` (nats).
         config: the settings used (window and size from the model).
+        members: the members' native probabilities (an ensemble), else empty.
     """
 
     scan: object
@@ -127,6 +133,15 @@ class Segmentation:
     resampled: np.ndarray
     table: list
     config: Config
+    members: tuple = ()
+
+    def uncertainty(self) -> dict[str, np.ndarray]:
+        """Native voxel maps (:mod:`planar3d.inference.ensemble`): ``entropy`` of the (ensemble)
+        probability, and ``mutual_information`` between members when there are several."""
+        maps = {"entropy": entropy(self.probabilities)}
+        if len(self.members) > 1:
+            maps["mutual_information"] = mutual_information(self.members)
+        return maps
 
     def summary(self) -> dict:
         """``{"n_lesions", "total_volume_ml"}`` of :func:`planar3d.evaluation.lesions.lesion_summary`."""
@@ -144,25 +159,79 @@ class Segmentation:
 
 def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int = INFERENCE_BATCH_SIZE,
                  progress: bool = False) -> Segmentation:
-    """Load, preprocess and segment one raw FLAIR scan; write nothing (``config.crop`` and
-    ``config.precision`` choose the inference path; ``progress`` shows a bar over the windows).
+    """Load, preprocess and segment one raw FLAIR scan with a model or an ensemble; write nothing.
+
+    ``model`` is one Keras model or a list of them (members with one input shape): their
+    resampled probabilities are averaged (:func:`planar3d.inference.ensemble.ensemble_mean`)
+    before the mapping to the native grid, so an ensemble of identical members gives the
+    member's outputs exactly. ``config.crop`` and ``config.precision`` choose the inference
+    path; ``progress`` shows a bar over the windows.
 
     Raises:
         InputFileError: a bad input file (see :func:`planar3d.io.nifti.load_scan`).
+        Planar3DError: members with different input shapes.
     """
 
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    shapes = {tuple(m.input_shape[1:4]) for m in models}
+    if len(shapes) != 1:
+        raise Planar3DError(f"ensemble members must take one window shape. Received: {sorted(shapes)}")
     scan = load_scan(flair_path)
-    size = int(model.input_shape[2])
+    size = int(models[0].input_shape[2])
     volume, _, meta = preprocess(scan, size=size, robust=config.robust_normalisation)
-    config = replace(config, window=int(model.input_shape[1]), size=size)
-    prob, mask, resampled = segment_volume(model, volume, meta, config, batch_size=batch_size, progress=progress)
+    config = replace(config, window=int(models[0].input_shape[1]), size=size)
+    resampled_members = [predict_resampled(m, volume, config, batch_size=batch_size, progress=progress) for m in models]
+    resampled = resampled_members[0] if len(models) == 1 else ensemble_mean(resampled_members)
+    prob, mask = native_mask(resampled, meta, config)
     table = lesion_table(mask, scan.affine, probabilities=prob)
-    return Segmentation(scan, volume, prob, mask, resampled, table, config)
+    members: tuple = ()
+    if len(models) > 1:
+        members = tuple(native_mask(member, meta, config)[0] for member in resampled_members)
+        information = mutual_information(members)
+        lesions, n_lesions = label_lesions(mask)
+        agreement = member_agreement(lesions, n_lesions, [binarize(m, config.threshold, config.threshold_rule)
+                                                          for m in members])
+        for row in table:
+            inside = lesions == row["id"]
+            row.update(max_probability=float(prob[inside].max()), member_fraction=float(agreement[row["id"] - 1]),
+                       mean_mutual_information=float(information[inside].mean()))
+    return Segmentation(scan, volume, prob, mask, resampled, table, config, members)
+
+
+def member_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The model files named by ``--model``: ``.keras`` files, and run folders (every ``best.keras``
+    below, as ``train``/``crossval`` leave them, sorted).
+
+    Raises:
+        InputFileError: a folder without ``best.keras``.
+    """
+    files: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(path.rglob("best.keras"))
+            if not found:
+                raise InputFileError(path, "no best.keras below this run folder")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def load_members(files: Sequence[Path]) -> list:
+    """One model per :func:`member_files` file, or the model itself for one file (not an ensemble).
+
+    Raises:
+        InputFileError: a model that does not load or does not segment.
+    """
+    models = [load_segmentation_model(file) for file in files]
+    return models[0] if len(models) == 1 else models
 
 
 def predict_scan(model, flair_path: str | Path, output: str | Path, config: Config, probabilities: str | Path | None = None,
                  lesion_map: str | Path | None = None, report: bool = True, overlay: bool = True, radiological: bool = True,
-                 overwrite: bool = False, batch_size: int = INFERENCE_BATCH_SIZE, progress: bool = False) -> dict:
+                 overwrite: bool = False, batch_size: int = INFERENCE_BATCH_SIZE, progress: bool = False,
+                 uncertainty: str | Path | None = None) -> dict:
     """Segment one scan and write its outputs; return its summary row.
 
     ``config.crop`` and ``config.precision`` choose the inference path (see
@@ -182,7 +251,9 @@ def predict_scan(model, flair_path: str | Path, output: str | Path, config: Conf
     check_not_input(flair_path, output, probabilities)
     base = output.parent / stem(output)
     # refuse existing or unwritable outputs before computing anything
-    check_destinations(scan_outputs(output, probabilities, lesion_map, report, overlay), overwrite=overwrite)
+    members = len(model) if isinstance(model, (list, tuple)) else 1
+    check_destinations(scan_outputs(output, probabilities, lesion_map, report, overlay, uncertainty, members),
+                       overwrite=overwrite)
 
     result = segment_scan(model, flair_path, config, batch_size=batch_size, progress=progress)
     scan, mask, table = result.scan, result.mask, result.table
@@ -191,6 +262,10 @@ def predict_scan(model, flair_path: str | Path, output: str | Path, config: Conf
     save_nifti(mask, scan, output, overwrite=overwrite)
     if probabilities:
         save_nifti(result.probabilities, scan, probabilities, overwrite=overwrite)
+    if uncertainty:
+        maps = result.uncertainty()
+        for name, path in uncertainty_paths(uncertainty, members).items():
+            save_nifti(maps[name], scan, path, overwrite=overwrite)
     if lesion_map:
         labels, _ = label_lesions(mask)
         save_nifti(labels.astype(np.int16), scan, lesion_map, overwrite=overwrite)
@@ -211,15 +286,28 @@ def check_not_input(flair_path: Path, output: Path, probabilities: str | Path | 
 
 
 def scan_outputs(output: str | Path, probabilities: str | Path | None = None, lesion_map: str | Path | None = None,
-                 report: bool = True, overlay: bool = True) -> list[Path]:
+                 report: bool = True, overlay: bool = True, uncertainty: str | Path | None = None,
+                 members: int = 1) -> list[Path]:
     """Every file :func:`predict_scan` writes for one scan, the mask first."""
     output = Path(output)
     base = output.parent / stem(output)
     paths = [output, *(Path(p) for p in (probabilities, lesion_map) if p)]
+    if uncertainty:
+        paths += uncertainty_paths(uncertainty, members).values()
     if report:
         paths += [base.with_name(base.name + "_lesions.csv"), base.with_name(base.name + "_lesions.json")]
     if overlay:
         paths.append(base.with_name(base.name + "_qc.png"))
+    return paths
+
+
+def uncertainty_paths(uncertainty: str | Path, members: int) -> dict[str, Path]:
+    """``--uncertainty PATH``: the entropy at PATH and, for an ensemble, the mutual information
+    beside it (``<PATH stem>_mutual_information.nii.gz``)."""
+    path = Path(uncertainty)
+    paths = {"entropy": path}
+    if members > 1:
+        paths["mutual_information"] = path.with_name(stem(path) + "_mutual_information.nii.gz")
     return paths
 
 
@@ -300,7 +388,7 @@ def scan_outputs_pairs(inputs: Sequence[str], output: str) -> list[tuple[Path, P
 
 def segment_scans(model, pairs: Sequence[tuple[Path, Path]], config: Config, lesion_map: bool = False,
                   report: bool = True, overlay: bool = True, radiological: bool = True,
-                  probabilities: str | Path | None = None,
+                  probabilities: str | Path | None = None, uncertainty: str | Path | None = None,
                   overwrite: bool = False, batch_size: int = INFERENCE_BATCH_SIZE,
                   progress: bool = True) -> tuple[list[dict], list[str]]:
     """:func:`predict_scan` for every ``(flair, output)`` pair, printing one line per scan.
@@ -323,7 +411,7 @@ def segment_scans(model, pairs: Sequence[tuple[Path, Path]], config: Config, les
             labels = output.with_name(stem(output) + "_labels.nii.gz") if lesion_map else None
             row = predict_scan(model, flair, output, config, probabilities=probabilities, lesion_map=labels,
                                report=report, overlay=overlay, radiological=radiological, overwrite=overwrite,
-                               batch_size=batch_size,
+                               batch_size=batch_size, uncertainty=uncertainty,
                                progress=single and progress)
         except Planar3DError as error:
             if single:

@@ -9,6 +9,8 @@ from pathlib import Path
 from planar3d.apps.predict import (
     check_not_input,
     inference_config,
+    load_members,
+    member_files,
     predict_classes,
     scan_outputs,
     scan_outputs_pairs,
@@ -20,7 +22,6 @@ from planar3d.apps.predict import (
 from planar3d.atomic import check_destinations
 from planar3d.cli.common import add_segment_flags, make_parser, run_cli
 from planar3d.errors import Planar3DError
-from planar3d.nets.load import load_segmentation_model
 
 __all__ = []
 
@@ -28,11 +29,16 @@ __all__ = []
 @run_cli
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("Segment MS lesions in raw FLAIR scans with a trained planar3d model.", "planar3d.predict")
-    parser.add_argument("--model", required=True, help="trained model (RUN_DIR/fold_k/best.keras)")
+    parser.add_argument("--model", required=True, nargs="+",
+                        help="trained model (RUN_DIR/fold_k/best.keras); several models or run folders (every "
+                        "best.keras below) make an ensemble whose probabilities are averaged")
     parser.add_argument("--input", nargs="+", required=True, help="FLAIR .nii/.nii.gz file(s), a folder, or a CSV/TSV list")
     parser.add_argument("--output", required=True, help="mask .nii.gz for one input; a folder for several; "
                         "with a classifier model a .csv of class probabilities (one row per scan)")
     parser.add_argument("--probabilities", help="also write the probability map here (single input only)")
+    parser.add_argument("--uncertainty", metavar="PATH", help="also write the voxel entropy of the probability here and, "
+                        "for an ensemble, the members' mutual information beside it (<PATH>_mutual_information.nii.gz; "
+                        "single input only)")
     parser.add_argument("--lesion-map", action="store_true", help="also write a labelled lesion map (<name>_labels.nii.gz)")
     parser.add_argument("--no-report", action="store_true", help="skip the per-lesion CSV/JSON report")
     parser.add_argument("--no-qc", action="store_true", help="skip the QC overlay PNG")
@@ -44,35 +50,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them in folder mode, refuse for one scan)")
     args = parser.parse_args(argv)
 
-    config = inference_config(args.model, **{k: getattr(args, k) for k in ("threshold", "threshold_rule", "blend", "tta", "stride",
+    files = member_files(args.model)
+    config = inference_config(files[0], **{k: getattr(args, k) for k in ("threshold", "threshold_rule", "blend", "tta", "stride",
                                                                             "crop", "precision")})
     if config.task == "classification" or args.output.lower().endswith(".csv"):
 
         select_device(args.device)
-        rows, failures = predict_classes(args.model, args.input, args.output, config, overwrite=args.overwrite)
+        if len(files) > 1:
+            raise Planar3DError(f"classifier ensembles are not supported: give one --model. Received: {len(files)} models")
+        rows, failures = predict_classes(files[0], args.input, args.output, config, overwrite=args.overwrite)
         if failures:
             print(f"error: {len(failures)} of {len(rows) + len(failures)} scans failed: {', '.join(failures)}", file=sys.stderr)
             return 1
         print(f"class probabilities: {args.output}")
         return 0
     pairs = scan_outputs_pairs(args.input, args.output)
-    if args.probabilities and len(pairs) > 1:
-        raise Planar3DError("--probabilities takes one input; in folder mode probability maps are not written")
+    if (args.probabilities or args.uncertainty) and len(pairs) > 1:
+        raise Planar3DError("--probabilities and --uncertainty take one input; in folder mode these maps are not written")
     # refuse unwritable destinations before loading the model
     if len(pairs) == 1:
         flair, output = pairs[0]
         labels = output.with_name(stem(output) + "_labels.nii.gz") if args.lesion_map else None
         check_not_input(flair, output, args.probabilities)
-        check_destinations(scan_outputs(output, args.probabilities, labels, not args.no_report, not args.no_qc),
+        check_destinations(scan_outputs(output, args.probabilities, labels, not args.no_report, not args.no_qc,
+                                        args.uncertainty, len(files)),
                            overwrite=args.overwrite)
     else:
         check_destinations(folders=[args.output])
     select_device(args.device)
-    model = load_segmentation_model(args.model)
+    model = load_members(files)
 
     rows, failures = segment_scans(model, pairs, config, lesion_map=args.lesion_map, report=not args.no_report,
                                    overlay=not args.no_qc, radiological=not args.neurological,
-                                   probabilities=args.probabilities, overwrite=args.overwrite, batch_size=args.batch_size,
+                                   probabilities=args.probabilities, uncertainty=args.uncertainty,
+                                   overwrite=args.overwrite, batch_size=args.batch_size,
                                    progress=not args.quiet)
     if len(pairs) > 1 and rows:
         write_table(Path(args.output) / "lesion_summary.csv", rows, overwrite=True)

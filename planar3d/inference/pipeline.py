@@ -10,7 +10,7 @@ from planar3d.config import Config
 from planar3d.data.preprocess import to_native
 from planar3d.inference.postprocess import binarize
 
-__all__ = ["resampled_spacing", "segment_volume"]
+__all__ = ["INFERENCE_BATCH_SIZE", "native_mask", "predict_resampled", "resampled_spacing", "segment_volume"]
 
 
 #: Windows per forward pass at inference. On a 2-core CPU at 256³, batch 1 was faster than 2
@@ -36,15 +36,26 @@ def segment_volume(model, volume: np.ndarray, meta: dict, config: Config, batch_
         mask (thresholded *in native space*) on the native grid in the scan's stored axis
         order, and the `(size, size, size)` probabilities before resampling.
     """
+    resampled = predict_resampled(model, volume, config, batch_size=batch_size, progress=progress)
+    probabilities, mask = native_mask(resampled, meta, config)
+    return probabilities, mask, resampled
+
+
+def predict_resampled(model, volume: np.ndarray, config: Config, batch_size: int = INFERENCE_BATCH_SIZE,
+                      progress: bool = False) -> np.ndarray:
+    """The `(size, size, size)` probabilities of one model on a preprocessed scan (see :func:`segment_volume`)."""
     from planar3d.inference.predict import predict_volume  # TensorFlow: imported only when used
 
-    resampled = predict_volume(
+    return predict_volume(
         model, volume, size=config.window, stride=config.stride, mode=config.blend,
         batch_size=batch_size, tta=config.tta, crop=config.crop, precision=config.precision, progress=progress,
     )
+
+
+def native_mask(resampled: np.ndarray, meta: dict, config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Resampled-cube probabilities -> native-grid ``(probabilities, mask)``, thresholded in native space."""
     probabilities = np.clip(to_native(resampled, meta, order=1), 0.0, 1.0).astype(np.float32)
-    mask = binarize(probabilities, threshold=config.threshold, rule=config.threshold_rule)
-    return probabilities, mask, resampled
+    return probabilities, binarize(probabilities, threshold=config.threshold, rule=config.threshold_rule)
 
 
 def resampled_spacing(meta: dict) -> tuple[float, float, float]:

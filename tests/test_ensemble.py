@@ -1,0 +1,112 @@
+"""Ensembles and uncertainty: exact averaging, hand-computed entropies and mutual information,
+member agreement per lesion, and predict with several models."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import keras
+import nibabel as nib
+import numpy as np
+import pytest
+
+from planar3d.apps.predict import member_files, segment_scan
+from planar3d.cli import predict as predict_cli
+from planar3d.config import make_config
+from planar3d.errors import InputFileError, Planar3DError
+from planar3d.inference.ensemble import ensemble_mean, entropy, member_agreement, mutual_information
+
+
+def test_identical_members_average_to_the_member_exactly(rng):
+    member = rng.random((7, 9, 11), dtype=np.float32)
+    for n in (2, 3, 5, 7):
+        np.testing.assert_array_equal(ensemble_mean([member] * n), member)
+    other = rng.random((7, 9, 11), dtype=np.float32)
+    np.testing.assert_array_equal(ensemble_mean([member, other]), ((member.astype(np.float64) + other) / 2).astype(np.float32))
+    with pytest.raises(Planar3DError, match="one shape"):
+        ensemble_mean([member, other[:-1]])
+
+
+def test_entropy_and_mutual_information_by_hand():
+    h = lambda p: -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
+    values = np.array([0.5, 0.1, 0.9, 0.0, 1.0])
+    np.testing.assert_allclose(entropy(values), [math.log(2), h(0.1), h(0.9), 0, 0], atol=2e-6)
+    members = [np.array([0.9, 0.2, 0.3]), np.array([0.1, 0.2, 0.7])]
+    expected = [math.log(2) - h(0.9), 0.0, h(0.5) - (h(0.3) + h(0.7)) / 2]
+    np.testing.assert_allclose(mutual_information(members), expected, atol=1e-6)
+    np.testing.assert_array_equal(mutual_information([members[0]] * 3), 0)
+
+
+def test_member_agreement_counts_the_members_touching_each_lesion():
+    lesions = np.array([1, 1, 0, 2, 2, 0, 3])
+    masks = [np.array([1, 0, 0, 0, 0, 0, 1]), np.array([0, 1, 0, 1, 0, 0, 0]), np.array([0, 0, 1, 0, 0, 1, 0])]
+    np.testing.assert_allclose(member_agreement(lesions, 3, masks), [2 / 3, 1 / 3, 1 / 3])
+
+
+def _toy_model(path, slope: float, bias: float):
+    """sigmoid(slope * x + bias) per voxel, on 16x32x32 windows: its output is known."""
+    model = keras.Sequential([keras.Input((16, 32, 32, 1)), keras.layers.Conv3D(1, 1, activation="sigmoid")])
+    model.layers[-1].set_weights([np.full((1, 1, 1, 1, 1), slope, np.float32), np.full((1,), bias, np.float32)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model
+
+
+@pytest.fixture
+def scan(tmp_path, rng):
+    volume = np.zeros((32, 32, 32), np.float32)
+    volume[6:26, 6:26, 6:26] = 100 + 10 * rng.random((20, 20, 20))
+    volume[12:16, 12:16, 12:16] = 300  # a bright "lesion"
+    volume[20:22, 8:10, 20:22] = 300  # and a small one
+    path = tmp_path / "flair.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.diag([1.5, 1.5, 1.5, 1.0])), path)
+    return path
+
+
+CONFIG = dict(size=32, window=16, stride=8, crop="off", precision="float32")
+
+
+def test_segment_scan_averages_its_members(scan, tmp_path):
+    config = make_config("demo", **CONFIG)
+    sharp, soft = _toy_model(tmp_path / "a.keras", 8.0, -4.0), _toy_model(tmp_path / "b.keras", 2.0, -1.5)
+    one = segment_scan(sharp, scan, config)
+    twice = segment_scan([sharp, sharp], scan, config)
+    np.testing.assert_array_equal(twice.probabilities, one.probabilities)
+    np.testing.assert_array_equal(twice.mask, one.mask)
+    np.testing.assert_array_equal(twice.uncertainty()["mutual_information"], 0)
+    both = segment_scan([sharp, soft], scan, config)
+    alone = segment_scan(soft, scan, config)
+    np.testing.assert_array_equal(both.resampled, ensemble_mean([one.resampled, alone.resampled]))
+    assert both.uncertainty()["mutual_information"].max() > 0.01
+    assert {"member_fraction", "max_probability", "mean_mutual_information"} <= set(both.table[0])
+    assert "member_fraction" not in one.table[0]
+    with pytest.raises(Planar3DError, match="one window shape"):
+        other = keras.Sequential([keras.Input((32, 32, 32, 1)), keras.layers.Conv3D(1, 1, activation="sigmoid")])
+        segment_scan([sharp, other], scan, config)
+
+
+def test_predict_takes_models_and_run_folders_and_writes_uncertainty(scan, tmp_path):
+    config = make_config("demo", **CONFIG)
+    run = tmp_path / "run"
+    for fold, (slope, bias) in enumerate([(8.0, -4.0), (2.0, -1.5)]):
+        _toy_model(run / f"fold_{fold}" / "best.keras", slope, bias)
+        (run / f"fold_{fold}" / "config.json").write_text(config.to_json())
+    assert member_files([run]) == [run / "fold_0" / "best.keras", run / "fold_1" / "best.keras"]
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(InputFileError, match="empty_run: no best.keras below this run folder"):
+        member_files([scan, tmp_path / "empty_run"])
+    out = tmp_path / "out"
+    assert predict_cli.main(["--model", str(run), "--input", str(scan), "--output", str(out / "mask.nii.gz"),
+                             "--uncertainty", str(out / "entropy.nii.gz"), "--quiet", "--no-qc"]) == 0
+    entropy_map = np.asarray(nib.load(out / "entropy.nii.gz").dataobj)
+    information = np.asarray(nib.load(out / "entropy_mutual_information.nii.gz").dataobj)
+    assert entropy_map.shape == information.shape == (32, 32, 32)
+    assert (information <= entropy_map + 1e-6).all() and information.max() > 0
+    rows = list(csv.DictReader((out / "mask_lesions.csv").open()))
+    assert rows and all(0 < float(r["member_fraction"]) <= 1 for r in rows)
+    # one model: the entropy only
+    assert predict_cli.main(["--model", str(run / "fold_0" / "best.keras"), "--input", str(scan), "--output",
+                             str(out / "one.nii.gz"), "--uncertainty", str(out / "one_entropy.nii.gz"), "--quiet",
+                             "--no-qc"]) == 0
+    assert (out / "one_entropy.nii.gz").is_file() and not (out / "one_entropy_mutual_information.nii.gz").exists()
