@@ -81,16 +81,17 @@ def fold_rows(out: Path, seeds: list[int]) -> list[dict]:
     return rows
 
 
-def segment_patients(model_path: Path, records, reference: bool = True) -> list[dict]:
-    """Segment each record's FLAIR with one model; metrics against its mask when ``reference``."""
-    from planar3d.apps.predict import inference_config, segment_scan
+def segment_patients(model_path: Path | list[Path], records, reference: bool = True) -> list[dict]:
+    """Segment each record's FLAIR with one model (or an ensemble: a list); metrics against its mask
+    when ``reference``."""
+    from planar3d.apps.predict import inference_config, load_members, segment_scan
     from planar3d.evaluation.lesions import label_lesions
     from planar3d.evaluation.metrics import scan_metrics
     from planar3d.io.nifti import load_mask
-    from planar3d.nets.load import load_segmentation_model
 
-    model = load_segmentation_model(model_path)
-    config = inference_config(model_path)
+    paths = model_path if isinstance(model_path, list) else [model_path]
+    model = load_members(paths)
+    config = inference_config(paths[0])
     rows = []
     for record in records:
         result = segment_scan(model, record.flair, config)
@@ -119,10 +120,15 @@ def section_phantom(args, times: dict) -> list[dict]:
         out = args.out / "phantom" / mode
         times[f"phantom {mode}: training"] = crossval(out, flags, args.seeds, [4], args.out / "phantom.log")
         start = time.perf_counter()
-        for seed in args.seeds:
-            for row in segment_patients(out / f"seed_{seed}" / "fold_4" / "best.keras", records):
+        models = [out / f"seed_{seed}" / "fold_4" / "best.keras" for seed in args.seeds]
+        for seed, model in zip(args.seeds, models):
+            for row in segment_patients(model, records):
                 row.pop("_result")
                 rows.append({"mode": mode, "seed": seed, **row})
+        if len(models) > 1:  # the seeds' models as one ensemble (planar3d.inference.ensemble)
+            for row in segment_patients(models, records):
+                row.pop("_result")
+                rows.append({"mode": f"{mode} (ensemble of {len(models)} seeds)", "seed": -1, **row})
         times[f"phantom {mode}: segmenting {len(records)} patients x {len(args.seeds)} seeds"] = time.perf_counter() - start
     return rows
 
