@@ -321,3 +321,26 @@ def test_get_open_ms_data_copies_checks_and_reads_a_local_source(tmp_path, capsy
     assert capsys.readouterr().err.strip() == (
         f"get_open_ms_data: {source}/cross_sectional/MNI/patient03: no FLAIR at the source")
     assert not (out / "cross_sectional" / "MNI" / "patient03").exists()
+
+
+def test_evaluate_reads_a_brats_folder_with_its_target(tmp_path):
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    for case in ("brats_2013_pat0001_1", "brats_2013_pat0003_1"):  # "predictions": the whole tumour itself
+        labels = nib.load(BRATS / case / "OTMultiClass.nii.gz")
+        tumour = (np.asarray(labels.dataobj) > 0).astype(np.uint8)
+        nib.save(nib.Nifti1Image(tumour, labels.affine), predictions / f"{case}_mask.nii.gz")
+    assert evaluate_cli.main(["--reference", str(BRATS), "--prediction", str(predictions), "--out",
+                              str(tmp_path / "whole"), "--no-qc"]) == 0
+    rows = list(csv.DictReader((tmp_path / "whole" / "metrics.csv").open()))
+    assert [(r["patient"], r["centre"], float(r["dice"])) for r in rows] == [
+        ("brats_2013_pat0001_1", "brats", 1.0), ("brats_2013_pat0003_1", "brats", 1.0)]
+    assert evaluate_cli.main(["--reference", str(BRATS), "--prediction", str(predictions), "--out",
+                              str(tmp_path / "core"), "--no-qc", "--target", "tumour_core"]) == 0
+    for row in csv.DictReader((tmp_path / "core" / "metrics.csv").open()):
+        labels = np.asarray(nib.load(BRATS / row["patient"] / "OTMultiClass.nii.gz").dataobj)
+        core, whole = np.isin(labels, (1, 3, 4)), labels > 0
+        assert float(row["dice"]) == pytest.approx(2 * core.sum() / (core.sum() + whole.sum()), abs=1e-9)
+        assert float(row["sensitivity"]) == pytest.approx(1.0)
+    assert evaluate_cli.main(["--reference", str(MNI), "--prediction", str(predictions), "--out",
+                              str(tmp_path / "x"), "--target", "tumour_core"]) == 2

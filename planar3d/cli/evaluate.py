@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 from planar3d.cli.common import NON_NEGATIVE_FLOAT, UNIT_INTERVAL, make_parser, run_cli
+from planar3d.config import TARGETS
 from planar3d.evaluation.evaluate import evaluate
 from planar3d.evaluation.reference import ANIMA_ALPHA, ANIMA_BETA, ANIMA_GAMMA, ANIMA_MIN_LESION_MM3
 
@@ -17,7 +18,10 @@ __all__ = []
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("Evaluate predicted lesion masks against reference masks (MSSEG-2016 metrics).",
                          "planar3d.evaluate")
-    parser.add_argument("--reference", required=True, help="reference mask file, or folder (matched by patient id)")
+    parser.add_argument("--reference", required=True, help="reference mask file, folder (matched by patient id), or "
+                        "a data set folder (MSSEG-2016, Ljubljana, BRATS layout: its masks, centres and FLAIRs)")
+    parser.add_argument("--target", choices=TARGETS, default="auto",
+                        help="BRATS reference folder: the region of the label maps (default auto = whole_tumour)")
     parser.add_argument("--prediction", required=True, help="predicted mask file, or folder (matched by patient id)")
     parser.add_argument("--out", default=None,
                         help="output folder (default: evaluation/ inside the prediction folder or beside the prediction file)")
@@ -32,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = evaluate(args.reference, args.prediction, out=args.out, flair=args.flair, qc=not args.no_qc,
                       overwrite=args.overwrite, alpha=args.alpha, beta=args.beta, gamma=args.gamma,
-                      min_lesion_mm3=args.min_lesion_mm3)
+                      min_lesion_mm3=args.min_lesion_mm3, target=args.target)
     out = result.out
     print((out / "summary.md").read_text(encoding="utf-8"))
     print(f"metrics: {out / 'metrics.csv'}\nsummary: {out / 'summary.md'}\nbox plot: {out / 'boxplot.png'}\n"

@@ -51,6 +51,7 @@ from planar3d.errors import InputFileError, Planar3DError
 from planar3d.evaluation.metrics import MSSEG_KEYS, msseg_metrics
 from planar3d.evaluation.reference import ANIMA_ALPHA, ANIMA_BETA, ANIMA_GAMMA, ANIMA_MIN_LESION_MM3, paper_table2
 from planar3d.evaluation.reports import evaluation_summary_markdown
+from planar3d.io.datasets import find_patient_folders
 from planar3d.io.nifti import check_binary, load_nifti
 
 __all__ = [
@@ -236,8 +237,26 @@ def _spacing(img) -> list[float]:
     return [float(z) for z in img.header.get_zooms()[:3]]
 
 
-def _load_pair(reference_path: Path, prediction_path: Path):
-    reference_img, reference = load_binary_mask(reference_path)
+def _dataset_records(reference: Path, target: str) -> list:
+    """The records of a reference folder of a known data set layout, else [] (a folder of masks)."""
+    if not reference.is_dir():
+        if target != "auto":
+            raise InputFileError(reference, f"--target {target} needs a BRATS data set folder as the reference")
+        return []
+    try:
+        return find_patient_folders(reference, target=target)
+    except InputFileError as error:
+        if "no patient folders of a known layout" in str(error) and target == "auto":
+            return []
+        raise
+
+
+def _load_pair(reference_path: Path, prediction_path: Path, labels=None):
+    if labels is None:
+        reference_img, reference = load_binary_mask(reference_path)
+    else:
+        reference_img = load_nifti(reference_path)
+        reference = np.isin(reference_img.get_fdata(dtype=np.float32), np.asarray(labels, dtype=np.float32))
     prediction_img, prediction = load_binary_mask(prediction_path)
     check_same_grid(reference_img, prediction_img, prediction_path, reference_path)
     return reference_img, reference, prediction
@@ -342,11 +361,15 @@ def evaluate(
     beta: float = ANIMA_BETA,
     gamma: float = ANIMA_GAMMA,
     min_lesion_mm3: float = ANIMA_MIN_LESION_MM3,
+    target: str = "auto",
 ) -> Evaluation:
     """Evaluate predictions against references; write the CSV, summary, box plot and overlays.
 
     Args:
-        reference: a mask file, or a folder of masks (matched by patient id).
+        reference: a mask file, a folder of masks (matched by patient id), or a data set folder
+            of a known layout (:func:`planar3d.io.datasets.find_patient_folders`: MSSEG-2016,
+            Ljubljana, BRATS), whose patients' masks (for BRATS, the ``target`` region of the
+            label map), centres and FLAIRs are used.
         prediction: a mask file, or a folder of masks.
         out: output folder (default: ``evaluation/`` in the prediction folder, or beside
             the prediction file).
@@ -354,6 +377,7 @@ def evaluate(
         qc: draw the overlays ``qc/<id>.png``.
         overwrite: replace existing outputs.
         alpha, beta, gamma, min_lesion_mm3: lesion detection rule (Anima defaults).
+        target: a :data:`planar3d.config.TARGETS` name, for a BRATS reference folder.
 
     Returns:
         An :class:`Evaluation`. With two files, the pair is evaluated whatever their ids.
@@ -370,7 +394,10 @@ def evaluate(
     reference, prediction = Path(reference), Path(prediction)
     # match
     single = reference.is_file() and prediction.is_file()
-    references = find_volumes(reference)
+    dataset = _dataset_records(reference, target)
+    references = {r.patient_id: r.mask for r in dataset if r.mask is not None} if dataset else find_volumes(reference)
+    labels = {r.patient_id: r.mask_labels for r in dataset}
+    centres = {r.patient_id: r.centre for r in dataset}
     predictions = find_volumes(prediction)
     if single:
         key = next(iter(references))
@@ -385,7 +412,12 @@ def evaluate(
             f"no patient id is both in {reference} ({len(references)} masks) and in {prediction} "
             f"({len(predictions)} masks). Received: reference ids {list(references)[:5]}, "
             f"prediction ids {list(predictions)[:5]}")
-    flairs = _flair_lookup(flair, reference, single) if qc else None
+    if not qc:
+        flairs = None
+    elif dataset and flair is None:
+        flairs = {r.patient_id: r.flair for r in dataset}
+    else:
+        flairs = _flair_lookup(flair, reference, single)
     detection = {"alpha": alpha, "beta": beta, "gamma": gamma, "min_lesion_mm3": min_lesion_mm3}
 
     # refuse existing outputs before computing anything
@@ -400,7 +432,7 @@ def evaluate(
     rows, failures, done = [], [], []
     for key, reference_path, prediction_path in pairs:
         try:
-            reference_img, reference_mask, prediction_mask = _load_pair(reference_path, prediction_path)
+            reference_img, reference_mask, prediction_mask = _load_pair(reference_path, prediction_path, labels.get(key))
             metrics = msseg_metrics(reference_mask, prediction_mask, _spacing(reference_img), **detection)
         except InputFileError as error:
             if single:
@@ -408,7 +440,7 @@ def evaluate(
             print(f"error: {error} (pair skipped)", file=sys.stderr)
             failures.append(str(error))
             continue
-        rows.append({"patient": key, "centre": key[:2], **{name: metrics[name] for name in MSSEG_KEYS}})
+        rows.append({"patient": key, "centre": centres.get(key, key[:2]), **{name: metrics[name] for name in MSSEG_KEYS}})
         print(f"{key}: dice {metrics['dice']:.3f} sensitivity {metrics['sensitivity']:.3f} "
               f"lesion F1 {metrics['lesion_f1']:.3f} ({metrics['n_predicted_lesions']} predicted / "
               f"{metrics['n_reference_lesions']} reference lesions)")
