@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import hashlib
 import json
 import re
 import runpy
@@ -260,3 +261,28 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, derivative, tm
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]
     assert sorted(p.name for p in other.iterdir()) == ["dataset_description.json"]
+
+
+def test_participant_level_with_an_ensemble_of_identical_members(dataset, trained, derivative, tmp_path):
+    """Two copies of the model are an ensemble whose masks are the model's exactly; the
+    description names both members and their combined hash."""
+    root, first, _ = dataset
+    out, _ = derivative
+    model = trained / "fold_0" / "best.keras"
+    copy = tmp_path / "copy" / "best.keras"
+    copy.parent.mkdir()
+    shutil.copyfile(model, copy)
+    shutil.copyfile(model.parent / "config.json", copy.parent / "config.json")
+    ensemble = tmp_path / "ensemble"
+    assert bids_cli.main([str(root), str(ensemble), "participant", "--model", str(model), str(copy),
+                          "--participant_label", first, "--threshold", "1e-4"]) == 0
+    masks = sorted(ensemble.rglob("*_mask.nii.gz"))
+    assert masks
+    for mask in masks:
+        single = out / mask.relative_to(ensemble)
+        np.testing.assert_array_equal(np.asarray(nib.load(mask).dataobj), np.asarray(nib.load(single).dataobj))
+    description = json.loads((ensemble / "dataset_description.json").read_text())
+    shas = [hashlib.sha256(path.read_bytes()).hexdigest() for path in (model, copy)]
+    generated = description["GeneratedBy"][0]
+    assert hashlib.sha256("\n".join(shas).encode()).hexdigest() in generated["Description"]
+    assert str(copy.resolve()) in generated["Description"]

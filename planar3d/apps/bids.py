@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Sequence
 
 from planar3d import __version__
-from planar3d.apps.predict import inference_config, segment_scan, select_device
+from planar3d.apps.predict import inference_config, load_members, member_files, segment_scan, select_device
 from planar3d.atomic import check_destinations, write_rows, write_text_atomic
 from planar3d.config import Config
 from planar3d.errors import InputFileError, Planar3DError
@@ -49,7 +49,6 @@ from planar3d.evaluation.reference import paper_table2
 from planar3d.evaluation.reports import evaluation_summary_markdown as summary_markdown
 from planar3d.io.bids import BIDS_VERSION, BidsScan, find_bids_scans, format_name, read_json
 from planar3d.io.nifti import save_nifti
-from planar3d.nets.load import load_segmentation_model
 
 __all__ = ["AppResult", "GROUP_COLUMNS", "STATS_COLUMNS", "output_paths", "run_group", "run_participant"]
 
@@ -119,7 +118,7 @@ def output_paths(scan: BidsScan, output_dir: str | Path, probseg: bool = False) 
 def run_participant(
     bids_dir: str | Path,
     output_dir: str | Path,
-    model: str | Path,
+    model: str | Path | Sequence[str | Path],
     config: Config | None = None,
     participant_label: Sequence[str] | None = None,
     session_label: Sequence[str] | None = None,
@@ -137,8 +136,9 @@ def run_participant(
     Args:
         bids_dir: the raw BIDS dataset.
         output_dir: the derivative dataset (created; may be ``bids_dir/derivatives/<name>``).
-        model: a trained planar3d ``.keras`` model; its run's ``config.json`` beside it
-            gives the inference settings.
+        model: a trained planar3d ``.keras`` model, or several models and run folders (an
+            ensemble, see :func:`planar3d.apps.predict.member_files`); the first model's run
+            ``config.json`` gives the inference settings.
         config: inference settings; default: the model's run config with ``overrides``
             (``threshold``, ``threshold_rule``, ``blend``, ``tta``, ``stride``, ``crop``,
             ``precision``; None = keep).
@@ -156,20 +156,25 @@ def run_participant(
     Raises:
         InputFileError / Planar3DError: bad input, found before anything is written.
     """
-    bids_dir, output_dir, model = Path(bids_dir), Path(output_dir), Path(model)
+    bids_dir, output_dir = Path(bids_dir), Path(output_dir)
     # check everything before TensorFlow loads and anything is written
     scans = find_bids_scans(bids_dir, participant_label, session_label, acq=acq, run=run)
     _check_output_dir(bids_dir, output_dir)
     check_destinations(folders=[output_dir])
-    if not model.is_file():
-        raise InputFileError(model, "model file not found")
-    model_sha = _sha256(model)
+    files = member_files(model if isinstance(model, (list, tuple)) else [model])
+    for file in files:
+        if not file.is_file():
+            raise InputFileError(file, "model file not found")
+    shas = [_sha256(file) for file in files]
+    # an ensemble's identity: the hash of its members' hashes, in order
+    model_sha = shas[0] if len(files) == 1 else hashlib.sha256("\n".join(shas).encode()).hexdigest()
+    model = files[0] if len(files) == 1 else files
     description = _description(bids_dir, model, model_sha, command)
     _check_description(output_dir, model_sha, overwrite)
 
-    config = config or inference_config(model, **(overrides or {}))
+    config = config or inference_config(files[0], **(overrides or {}))
     select_device(device)
-    loaded = load_segmentation_model(model)
+    loaded = load_members(files)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     if overwrite or not (output_dir / _DESCRIPTION).is_file():
@@ -222,7 +227,7 @@ def _segment(model, scan: BidsScan, bids_dir: Path, output_dir: Path, config: Co
         "Description": f"binary lesion mask: probability >= {result.config.threshold:g} "
                        f"({result.config.threshold_rule} rule), on the FLAIR grid",
         "Threshold": result.config.threshold, "ThresholdRule": result.config.threshold_rule,
-        "Model": str(model_path.resolve()), "ModelSHA256": model_sha,
+        "Model": _model_text(model_path), "ModelSHA256": model_sha,
         "LesionCount": summary["n_lesions"], "LesionVolumeMl": summary["total_volume_ml"]}, indent=2) + "\n")
     save_nifti(result.mask, result.scan, paths["mask"], overwrite=True)
     return summary
@@ -244,6 +249,12 @@ def _check_output_dir(bids_dir: Path, output_dir: Path) -> None:
         raise InputFileError(output_dir, "OUTPUT_DIR inside the BIDS dataset must be below its derivatives/ folder")
     if output_dir.exists() and not output_dir.is_dir():
         raise InputFileError(output_dir, "OUTPUT_DIR is not a folder")
+
+
+def _model_text(model) -> str:
+    """One model's resolved path, or an ensemble's paths joined by ``; ``."""
+    paths = model if isinstance(model, (list, tuple)) else [model]
+    return "; ".join(str(Path(path).resolve()) for path in paths)
 
 
 def _check_description(output_dir: Path, model_sha: str | None, overwrite: bool) -> None:
@@ -279,7 +290,7 @@ def _description(bids_dir: Path, model: Path, model_sha: str | None, command: st
             "Name": _PIPELINE,
             "Version": __version__,
             "Description": (f"MS lesion segmentation of raw FLAIR (planar 3D transfer learning, Kolarik et al. 2020). "
-                            f"Model: {model.resolve()} (sha256 {model_sha}). Command: {command}"),
+                            f"Model: {_model_text(model)} (sha256 {model_sha}). Command: {command}"),
         }],
         "SourceDatasets": [dataset],
         "DatasetLinks": {"raw": bids_dir.resolve().as_uri()},

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("bids_dir", help="the BIDS dataset (holding dataset_description.json)")
     parser.add_argument("output_dir", help="the derivative dataset to write (e.g. BIDS_DIR/derivatives/planar3d)")
     parser.add_argument("analysis_level", choices=("participant", "group"), help="participant: segment; group: tables")
-    parser.add_argument("--model", help="trained planar3d model (RUN_DIR/fold_k/best.keras); needed by participant")
+    parser.add_argument("--model", nargs="+", help="trained planar3d model (RUN_DIR/fold_k/best.keras), or several models "
+                        "and run folders averaged as an ensemble; needed by participant")
     parser.add_argument("-v", "--version", action="version", version=f"planar3d {__version__}")
     parser.add_argument("--skip-bids-validator", "--skip_bids_validator", action="store_true",
                         help="accepted as the BIDS Apps specification asks; planar3d runs no validator (it reads the "
