@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import keras
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -24,10 +26,15 @@ from planar3d.io.records import Record
 from planar3d.nets import load
 from planar3d.runs import crossval
 from planar3d.training import classify, segment
+from planar3d.training import fold as fold_steps
 
 TINY = dict(size=32, epochs=2, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, phantom_n_per_centre=3)
-# MobileNetV2: the cheapest registry backbone (BatchNormalization, depthwise convolutions); the head has dropout
-CLASSIFIER = dict(TINY, task="classification", backbone="mobilenetv2", encoder_weights="none", freeze_encoder=False)
+# The models that learn here are VGG16 encoders with their ImageNet weights, frozen: VGG16 has no batch
+# normalisation, so after the few steps a test affords the network predicts as it trained. (A MobileNetV2 from
+# scratch, momentum 0.999, keeps its initial batch-norm statistics for thousands of steps: it predicted 0.5 for
+# every scan.) The classifier's head has dropout.
+CLASSIFIER = dict(TINY, epochs=10, patience=10, lr=3e-2, task="classification", backbone="vgg16",
+                  encoder_weights="imagenet", freeze_encoder=True)
 RECORDS = [Record(pid, pid[:2], Path(f"{pid}.nii.gz")) for pid in ("01A", "01B", "07A", "07B")]
 
 
@@ -41,12 +48,60 @@ def home(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def classified(home, tmp_path_factory):
-    """One classification fold trained for 2 epochs, shared by the tests that read its outputs."""
+def imagenet(home, vgg16_weights_path):
+    """``encoder_weights="imagenet"`` finds the VGG16 weights file."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PLANAR3D_VGG16_WEIGHTS", str(vgg16_weights_path))
+        yield
+
+
+def _copy_phantom(root: Path, change) -> Path:
+    """The tiny phantom written to ``root`` in the MSSEG-2016 layout, ``change(record, scan, mask) -> (scan,
+    mask)`` applied to the voxel arrays of every subject."""
+    for record in sources.dataset_records(make_config("demo", **TINY)):
+        scan, mask = nib.load(record.flair), nib.load(record.mask)
+        data, lesions = change(record, np.asarray(scan.dataobj), np.asarray(mask.dataobj))
+        (root / record.patient_id).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(data.astype(scan.get_data_dtype()), scan.affine, scan.header),
+                 root / record.patient_id / "3DFLAIR.nii.gz")
+        nib.save(nib.Nifti1Image(lesions.astype(mask.get_data_dtype()), mask.affine, mask.header),
+                 root / record.patient_id / "Consensus.nii.gz")
+    return root
+
+
+@pytest.fixture(scope="module")
+def inverted(imagenet, tmp_path_factory):
+    """``(data folder, labels table, labels)``: the phantom with a target a classifier learns in a few steps.
+    The target is the phantom's (lesion load above the centre's median), and the scans of class 1 have their
+    contrast inverted (the scan's maximum minus the scan): dark heads in bright air."""
+    labels = lesion_load_labels(sources.dataset_records(make_config("demo", **TINY)))
+    root = tmp_path_factory.mktemp("inverted")
+
+    def invert(record, scan, mask):
+        return (scan.max() - scan if labels[record.patient_id] else scan), mask
+
+    return _copy_phantom(root / "data", invert), write_labels(root / "labels.csv", labels), labels
+
+
+@pytest.fixture(scope="module")
+def classified(inverted, tmp_path_factory):
+    """One classification fold of the inverted phantom, shared by the tests that read its outputs."""
+    data, table, _ = inverted
     out = tmp_path_factory.mktemp("run")
-    config = make_config("demo", **CLASSIFIER)
+    config = make_config("demo", **CLASSIFIER, data=str(data), labels=str(table))
     rows = classify.train_classifier_fold(config, 1, out, verbose=0)
     return config, out, rows
+
+
+def _zeroed_inputs(monkeypatch) -> None:
+    """From now on every fold trains and evaluates on scans whose every voxel is 0 (a model that cannot see)."""
+    load_cases = fold_steps.load_cases
+
+    def zeroed(*args, **kwargs):
+        return [dataclasses.replace(case, volume=np.zeros(case.volume.shape, np.float32))
+                for case in load_cases(*args, **kwargs)]
+
+    monkeypatch.setattr(fold_steps, "load_cases", zeroed)
 
 
 def _table(path: Path, text: str) -> Path:
@@ -181,7 +236,7 @@ def test_bad_labels_table_stops_the_cli_before_anything_is_written(home, tmp_pat
 
 
 @pytest.mark.slow
-def test_classification_fold_writes_every_output(classified):
+def test_classification_fold_writes_every_output(classified, inverted):
     config, out, rows = classified
     fold = out / "fold_1"
     for name in ("best.keras", "log.csv", "curves.png", "config.json", "versions.json", "split.json", "labels.csv",
@@ -193,9 +248,9 @@ def test_classification_fold_writes_every_output(classified):
     assert [r["patient"] for r in rows] == split["test"] and len(split["train"]) == 5
     with (fold / "log.csv").open() as handle:
         log = list(csv.DictReader(handle))
-    assert [int(r["epoch"]) for r in log] == [0, 1] and {"accuracy", "val_accuracy", "val_loss"} <= set(log[0])
-    labels = {r.patient_id: v for r, v in zip(sources.dataset_records(config),
-                                              lesion_load_labels(sources.dataset_records(config)).values())}
+    assert [int(r["epoch"]) for r in log] == list(range(10)) and {"accuracy", "val_accuracy", "val_loss"} <= set(log[0])
+    labels = inverted[2]
+    assert read_labels(fold / "labels.csv", sources.classification_records(config)) == labels
     for row in rows:
         assert row["label"] == labels[row["patient"]]
         assert row["prob_0"] + row["prob_1"] == pytest.approx(1.0, abs=1e-6)
@@ -205,6 +260,8 @@ def test_classification_fold_writes_every_output(classified):
     expected = metrics.classification_metrics([r["label"] for r in rows], [[r["prob_0"], r["prob_1"]] for r in rows])
     assert float(written["accuracy"]) == expected["accuracy"]
     assert json.loads(written["confusion_matrix"]) == expected["confusion_matrix"]
+    # learned: every class-1 test scan scores above every class-0 one (a constant output scores 0.5)
+    assert float(written["roc_auc"]) == expected["roc_auc"] == 1.0
     model = keras.models.load_model(fold / "best.keras", safe_mode=True, compile=False)
     assert model.input_shape == (None, 32, 32, 32, 1) and model.output_shape == (None, 1)
 
@@ -222,7 +279,7 @@ def test_classification_crossval_table_and_predict_csv(classified, tmp_path, cap
     folder = tmp_path / "scans"
     folder.mkdir()
     records = {r.patient_id: r for r in sources.dataset_records(config)}
-    for row in rows[:2]:
+    for row in rows:
         (folder / f"{row['patient']}.nii.gz").write_bytes(records[row["patient"]].flair.read_bytes())
     (folder / "broken.nii.gz").write_bytes(b"not a nifti")
     output = tmp_path / "probabilities.csv"
@@ -231,10 +288,13 @@ def test_classification_crossval_table_and_predict_csv(classified, tmp_path, cap
     assert "broken.nii.gz" in capsys.readouterr().err
     with output.open() as handle:
         written = list(csv.DictReader(handle))
-    assert [w["subject"] for w in written] == [r["patient"] for r in rows[:2]]
+    assert [w["subject"] for w in written] == [r["patient"] for r in rows]
     for line, row in zip(written, rows):  # same preprocessing and model as the fold's test
         assert float(line["prob_1"]) == pytest.approx(row["prob_1"], abs=1e-5)
         assert int(line["predicted"]) == row["predicted"]
+    # the probabilities compared are those of a model that tells the scans apart, not one constant
+    assert metrics.classification_metrics([r["label"] for r in rows], [[1 - float(w["prob_1"]), float(w["prob_1"])]
+                                                                      for w in written])["roc_auc"] == 1.0
     capsys.readouterr()
     assert predict_cli.main(["--model", model, "--input", str(folder), "--output", str(output)]) == 2
     assert f"{output}: output exists; pass --overwrite" in capsys.readouterr().err
@@ -260,20 +320,101 @@ def test_killed_classification_resumes_and_ends_like_an_uninterrupted_run(classi
     assert (tmp_path / "killed" / "fold_1" / "backup" / "current").is_dir()
     resumed = classify.train_classifier_fold(config, 1, tmp_path / "killed", verbose=0)
     np.testing.assert_allclose([r["prob_1"] for r in resumed], [r["prob_1"] for r in rows], atol=1e-6)
+    # runs that learned (equal constants would prove nothing): every class-1 test scan above every class-0 one
+    assert metrics.classification_metrics([r["label"] for r in resumed],
+                                          [[r["prob_0"], r["prob_1"]] for r in resumed])["roc_auc"] == 1.0
     with pytest.raises(Planar3DError, match=r"differs in \['mapping'\]"):
-        classify.train_classifier_fold(make_config("demo", **{**CLASSIFIER, "mapping": "acs"}), 1, tmp_path / "killed")
+        classify.train_classifier_fold(dataclasses.replace(config, mapping="acs"), 1, tmp_path / "killed")
+
+
+def _fold_scores(config, fold_dir: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, logits)``: the classes of the fold's ``part`` scans (``"train"`` or ``"test"``) and the
+    logits of class 1 that ``best.keras`` gives them, the scans read as the fold read them."""
+    ids = json.loads((fold_dir / "split.json").read_text())[part]
+    with (fold_dir / "labels.csv").open() as handle:
+        labels = {row["subject"]: int(row["label"]) for row in csv.DictReader(handle)}
+    cases = {c.patient_id: c for c in fold_steps.load_cases(sources.classification_records(config), size=config.size,
+                                                             progress=False)}
+    samples = np.stack([classify.volume_sample(cases[i].volume, config.channels) for i in ids])
+    p = np.clip(classify.class_probabilities(load.load_classifier(fold_dir / "best.keras"), samples)[:, 1], 1e-7, 1 - 1e-7)
+    return np.array([labels[i] for i in ids], dtype=float), np.log(p) - np.log1p(-p)
+
+
+def _cross_entropy(labels: np.ndarray, logits: np.ndarray) -> float:
+    return float(np.mean(np.logaddexp(0, -(2 * labels - 1) * logits)))
+
+
+def _entropy(labels: np.ndarray) -> float:
+    """The cross-entropy of the best constant prediction (the class frequency): no model that ignores the scan
+    does better."""
+    prior = labels.mean()
+    return float(-(prior * np.log(prior) + (1 - prior) * np.log(1 - prior)))
 
 
 @pytest.mark.slow
-def test_segmenter_with_a_registry_backbone_trains_through_the_windows(home, tmp_path):
+def test_classifier_learns_the_target_and_a_blind_one_does_not(classified, tmp_path, monkeypatch):
+    """``best.keras`` tells the classes apart: on its training scans its cross-entropy is 0.2 nats below the best
+    constant prediction's, and every class-1 test scan scores above every class-0 one. The same training on
+    zeroed scans reaches neither. (Ten epochs: the fold keeps the epoch of lowest loss on its one validation
+    scan, of class 0, and after fewer that could be an early epoch whose probabilities were all low.)"""
+
+    def learned(config, fold_dir):
+        (labels, logits), (test_labels, test_logits) = (_fold_scores(config, fold_dir, part) for part in ("train", "test"))
+        gap = test_logits[test_labels == 1].min() - test_logits[test_labels == 0].max()
+        return _cross_entropy(labels, logits), _entropy(labels), gap
+
+    config, out, _ = classified
+    fit, constant, gap = learned(config, out / "fold_1")
+    _zeroed_inputs(monkeypatch)
+    classify.train_classifier_fold(config, 1, tmp_path, verbose=0)
+    blind_fit, _, blind_gap = learned(config, tmp_path / "fold_1")
+    assert fit < constant - 0.2 <= blind_fit, (fit, constant, blind_fit)
+    assert gap > 0 >= blind_gap, (gap, blind_gap)
+
+
+@pytest.fixture(scope="module")
+def balls(imagenet, tmp_path_factory):
+    """The phantom with a lesion a segmenter finds in a few steps: a ball of the scan's maximum intensity, its
+    diameter 30 % of the field of view, anywhere in the field of view (a new place in every scan), added to the
+    scan's lesion mask."""
+    rng = np.random.default_rng(0)
+
+    def add_ball(record, scan, mask):
+        grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in scan.shape], indexing="ij")  # the field of view: [-1, 1]³
+        ball = sum((axis - centre) ** 2 for axis, centre in zip(grid, rng.uniform(-0.6, 0.6, 3))) <= 0.3**2
+        return np.where(ball, scan.max(), scan), mask | ball
+
+    return _copy_phantom(tmp_path_factory.mktemp("balls"), add_ball)
+
+
+def _training_dice(fold_dir: Path) -> float:
+    """The Dice coefficient on the training windows in the fold's last epoch (``log.csv``)."""
+    with (fold_dir / "log.csv").open() as handle:
+        return float(list(csv.DictReader(handle))[-1]["dice_coef"])
+
+
+@pytest.mark.slow
+def test_segmenter_with_a_registry_backbone_learns_through_the_windows(balls, tmp_path, monkeypatch):
+    """A registry-backbone segmenter learns the balls from its windows: its training Dice ends at more than three
+    times the Dice that the same training on zeroed scans reaches (0.03, that of calling every voxel lesion: the
+    balls are anywhere).
+
+    The bound is on the training windows (batch statistics) and not on the test scans: over a test's few steps
+    the decoder's batch normalisation keeps its initial moving statistics, so at inference this network calls
+    every voxel lesion (measured: test Dice 0.03 for each of its three test scans)."""
     # windows of 32 slices: the backbone downsamples slices 32-fold as it does rows (depth_downsampling)
-    config = make_config("demo", **{**TINY, "epochs": 1, "window": 32, "stride": 16, "backbone": "mobilenetv2",
-                                    "mapping": "acs", "encoder_weights": "none", "freeze_encoder": False})
-    rows = segment.train_fold(config, 0, tmp_path, verbose=0)
+    config = make_config("demo", **{**TINY, "data": str(balls), "epochs": 3, "batch_size": 1, "lr": 3e-2, "window": 32,
+                                    "stride": 16, "backbone": "vgg16", "mapping": "planar",
+                                    "encoder_weights": "imagenet", "freeze_encoder": True})
+    rows = segment.train_fold(config, 0, tmp_path / "seeing", verbose=0)
     assert len(rows) == 3 and all(0.0 <= r["dice"] <= 1.0 for r in rows)
-    model = load.load_segmentation_model(tmp_path / "fold_0" / "best.keras")
+    model = load.load_segmentation_model(tmp_path / "seeing" / "fold_0" / "best.keras")
     assert model.input_shape == (None, 32, 32, 32, 1) and model.output_shape == (None, 32, 32, 32, 1)
-    assert load_config(tmp_path / "fold_0" / "config.json").backbone == "mobilenetv2"
+    assert load_config(tmp_path / "seeing" / "fold_0" / "config.json").backbone == "vgg16"
+    _zeroed_inputs(monkeypatch)
+    segment.train_fold(config, 0, tmp_path / "blind", verbose=0)
+    seeing, blind = _training_dice(tmp_path / "seeing" / "fold_0"), _training_dice(tmp_path / "blind" / "fold_0")
+    assert seeing > 3 * blind, (seeing, blind)
 
 
 def _rows(seed: int, fold: int, labels, p1) -> list[dict]:
