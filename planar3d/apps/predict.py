@@ -30,8 +30,7 @@ from planar3d.inference.pipeline import (  # no TensorFlow: windows is imported 
     predict_resampled,
 )
 from planar3d.inference.ensemble import ensemble_mean, entropy, member_agreement, mutual_information
-from planar3d.inference.postprocess import binarize
-from planar3d.io.datasets import find_dataset, find_patient_folders
+from planar3d.io.datasets import find_dataset, known_dataset
 from planar3d.io.nifti import load_scan, save_nifti
 from planar3d.nets.load import load_classifier, load_segmentation_model
 from planar3d.training.classify import class_probabilities, volume_sample
@@ -186,11 +185,11 @@ def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int 
     table = lesion_table(mask, scan.affine, probabilities=prob)
     members: tuple = ()
     if len(models) > 1:
-        members = tuple(native_mask(member, meta, config)[0] for member in resampled_members)
+        natives = [native_mask(member, meta, config) for member in resampled_members]
+        members = tuple(probabilities for probabilities, _ in natives)
         information = mutual_information(members)
         lesions, n_lesions = label_lesions(mask)
-        agreement = member_agreement(lesions, n_lesions, [binarize(m, config.threshold, config.threshold_rule)
-                                                          for m in members])
+        agreement = member_agreement(lesions, n_lesions, [member_mask for _, member_mask in natives])
         for row in table:
             inside = lesions == row["id"]
             row.update(max_probability=float(prob[inside].max()), member_fraction=float(agreement[row["id"] - 1]),
@@ -333,7 +332,7 @@ def input_scans(inputs: Sequence[str]) -> list[tuple[Path, str]]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            records = _dataset_in(path)
+            records = known_dataset(path)
             if records is not None:
                 scans += [(record.flair, record.patient_id) for record in records]
                 continue
@@ -347,16 +346,6 @@ def input_scans(inputs: Sequence[str]) -> list[tuple[Path, str]]:
         else:
             scans.append((path, scan_name(path)))
     return scans
-
-
-def _dataset_in(folder: Path):
-    """The records of ``folder`` when it holds a known layout, else None (a plain folder of scans)."""
-    try:
-        return find_patient_folders(folder)
-    except InputFileError as error:
-        if "no patient folders of a known layout" in str(error):
-            return None
-        raise
 
 
 def scan_name(path: Path) -> str:

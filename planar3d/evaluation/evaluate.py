@@ -51,7 +51,7 @@ from planar3d.errors import InputFileError, Planar3DError
 from planar3d.evaluation.metrics import MSSEG_KEYS, msseg_metrics
 from planar3d.evaluation.reference import ANIMA_ALPHA, ANIMA_BETA, ANIMA_GAMMA, ANIMA_MIN_LESION_MM3, paper_table2
 from planar3d.evaluation.reports import evaluation_summary_markdown
-from planar3d.io.datasets import find_patient_folders
+from planar3d.io.datasets import find_patient_folders, known_dataset
 from planar3d.io.nifti import check_binary, load_nifti
 
 __all__ = [
@@ -243,12 +243,10 @@ def _dataset_records(reference: Path, target: str) -> list:
         if target != "auto":
             raise InputFileError(reference, f"--target {target} needs a BRATS data set folder as the reference")
         return []
-    try:
-        return find_patient_folders(reference, target=target)
-    except InputFileError as error:
-        if "no patient folders of a known layout" in str(error) and target == "auto":
-            return []
-        raise
+    records = known_dataset(reference, target=target)
+    if records is None and target != "auto":
+        find_patient_folders(reference, target=target)  # raises: no patient folder of a known layout
+    return records or []
 
 
 def _load_pair(reference_path: Path, prediction_path: Path, labels=None):

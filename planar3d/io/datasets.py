@@ -38,7 +38,7 @@ from planar3d.io.records import Record
 
 __all__ = [
     "LAYOUTS", "MSSEG_MASK_NAME", "MSSEG_SCAN_NAME", "TABLE_COLUMNS", "find_dataset", "find_msseg2016", "find_patient_folders",
-    "read_dataset_table",
+    "known_dataset", "read_dataset_table",
 ]
 
 
@@ -112,6 +112,20 @@ def find_patient_folders(root: str | os.PathLike, require_masks: bool = False, t
             layouts, or of several variants of one (``raw/`` and ``MNI/``); duplicate
             patient ids; a missing mask when required; a tumour target without BRATS.
     """
+    records = known_dataset(root, require_masks=require_masks, target=target)
+    if records is None:
+        raise InputFileError(root, f"no patient folders of a known layout ({', '.join(LAYOUTS)}) found up to "
+                             f"{_MAX_SEARCH_DEPTH} levels down")
+    return records
+
+
+def known_dataset(root: str | os.PathLike, require_masks: bool = False, target: str = "auto") -> list[Record] | None:
+    """:func:`find_patient_folders`, or None when ``root`` holds no patient folder of a known layout
+    (a plain folder of scans or masks, for ``predict`` and ``evaluate``).
+
+    Raises:
+        InputFileError: as :func:`find_patient_folders`, except for finding no patient folder.
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputFileError(root, "not a folder")
@@ -121,8 +135,7 @@ def find_patient_folders(root: str | os.PathLike, require_masks: bool = False, t
         if layout is not None:
             found.setdefault(layout, []).append(folder)
     if not found:
-        raise InputFileError(root, f"no patient folders of a known layout ({', '.join(LAYOUTS)}) found up to "
-                             f"{_MAX_SEARCH_DEPTH} levels down")
+        return None
     if len(found) > 1:
         examples = "; ".join(f"{name}: {folders[0].relative_to(root).as_posix() or '.'}" for name, folders in found.items())
         raise InputFileError(root, f"holds several dataset layouts ({examples}); point --data at one of them")
