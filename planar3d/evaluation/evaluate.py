@@ -52,7 +52,7 @@ from planar3d.evaluation.metrics import MSSEG_KEYS, msseg_metrics
 from planar3d.evaluation.reference import ANIMA_ALPHA, ANIMA_BETA, ANIMA_GAMMA, ANIMA_MIN_LESION_MM3, paper_table2
 from planar3d.evaluation.reports import evaluation_summary_markdown
 from planar3d.io.datasets import find_patient_folders, known_dataset
-from planar3d.io.nifti import check_binary, load_nifti
+from planar3d.io.nifti import check_binary, load_nifti, mask_voxels
 
 __all__ = [
     "AFFINE_TOLERANCE", "Evaluation", "check_same_grid", "evaluate", "evaluate_pair", "find_volumes",
@@ -250,11 +250,8 @@ def _dataset_records(reference: Path, target: str) -> list:
 
 
 def _load_pair(reference_path: Path, prediction_path: Path, labels=None):
-    if labels is None:
-        reference_img, reference = load_binary_mask(reference_path)
-    else:
-        reference_img = load_nifti(reference_path)
-        reference = np.isin(reference_img.get_fdata(dtype=np.float32), np.asarray(labels, dtype=np.float32))
+    reference_img = load_nifti(reference_path)
+    reference = mask_voxels(reference_path, reference_img.get_fdata(dtype=np.float32), labels)
     prediction_img, prediction = load_binary_mask(prediction_path)
     check_same_grid(reference_img, prediction_img, prediction_path, reference_path)
     return reference_img, reference, prediction

@@ -17,7 +17,7 @@ import numpy as np
 from planar3d.atomic import atomic_path
 from planar3d.errors import InputFileError, Planar3DError
 
-__all__ = ["check_binary", "load_mask", "load_nifti", "load_scan", "one_line", "save_nifti"]
+__all__ = ["check_binary", "load_mask", "load_nifti", "load_scan", "mask_voxels", "one_line", "save_nifti"]
 
 
 _AFFINE_TOLERANCE_MM = 1e-3
@@ -104,19 +104,30 @@ def load_mask(path: str | os.PathLike, scan_img: nib.Nifti1Image,
     if not np.allclose(img.affine, scan_img.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
         worst = float(np.max(np.abs(img.affine - scan_img.affine)))
         raise InputFileError(path, f"mask affine differs from the scan's (by up to {worst:.4g})")
-    data = img.get_fdata(dtype=np.float32)
+    target = mask_voxels(path, img.get_fdata(dtype=np.float32), labels)
     if labels is None:
-        check_binary(path, data)
         return img
+    header = img.header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1, 0)
+    return nib.Nifti1Image(target.astype(np.uint8), img.affine, header)
+
+
+def mask_voxels(path: str | os.PathLike, data: np.ndarray, labels: Sequence[int] | None = None) -> np.ndarray:
+    """The target voxels of a binary mask (``labels`` None, :func:`check_binary`) or of a label map
+    (the voxels holding one of ``labels``), as a bool array.
+
+    Raises:
+        InputFileError: a binary mask with other values than 0 and 1, or a label map with values
+            that are not whole numbers.
+    """
+    if labels is None:
+        return check_binary(path, data)
     fractional = data[data != np.round(data)]
     if fractional.size:
         raise InputFileError(path, f"label map holds {fractional.size} voxels that are not whole numbers "
                              f"(e.g. {float(fractional[0])!r})")
-    header = img.header.copy()
-    header.set_data_dtype(np.uint8)
-    header.set_slope_inter(1, 0)
-    target = np.isin(data, np.asarray(labels, dtype=np.float32)).astype(np.uint8)
-    return nib.Nifti1Image(target, img.affine, header)
+    return np.isin(data, np.asarray(labels, dtype=np.float32))
 
 
 def check_binary(path: str | os.PathLike, data: np.ndarray) -> np.ndarray:
