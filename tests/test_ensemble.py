@@ -110,3 +110,17 @@ def test_predict_takes_models_and_run_folders_and_writes_uncertainty(scan, tmp_p
                              str(out / "one.nii.gz"), "--uncertainty", str(out / "one_entropy.nii.gz"), "--quiet",
                              "--no-qc"]) == 0
     assert (out / "one_entropy.nii.gz").is_file() and not (out / "one_entropy_mutual_information.nii.gz").exists()
+
+
+def test_uncertainty_takes_one_input(scan, tmp_path, capsys):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        (folder / name).write_bytes(scan.read_bytes())
+    model = tmp_path / "m.keras"
+    _toy_model(model, 1.0, 0.0)
+    assert predict_cli.main(["--model", str(model), "--input", str(folder), "--output", str(tmp_path / "out"),
+                             "--uncertainty", str(tmp_path / "u.nii.gz")]) == 2
+    assert capsys.readouterr().err == ("error: --probabilities and --uncertainty take one input; in folder mode these "
+                                       "maps are not written\n")
+    assert not (tmp_path / "out").exists()

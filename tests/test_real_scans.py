@@ -323,7 +323,7 @@ def test_get_open_ms_data_copies_checks_and_reads_a_local_source(tmp_path, capsy
     assert not (out / "cross_sectional" / "MNI" / "patient03").exists()
 
 
-def test_evaluate_reads_a_brats_folder_with_its_target(tmp_path):
+def test_evaluate_reads_a_brats_folder_with_its_target(tmp_path, capsys):
     predictions = tmp_path / "predictions"
     predictions.mkdir()
     for case in ("brats_2013_pat0001_1", "brats_2013_pat0003_1"):  # "predictions": the whole tumour itself
@@ -342,5 +342,9 @@ def test_evaluate_reads_a_brats_folder_with_its_target(tmp_path):
         core, whole = np.isin(labels, (1, 3, 4)), labels > 0
         assert float(row["dice"]) == pytest.approx(2 * core.sum() / (core.sum() + whole.sum()), abs=1e-9)
         assert float(row["sensitivity"]) == pytest.approx(1.0)
+    capsys.readouterr()
     assert evaluate_cli.main(["--reference", str(MNI), "--prediction", str(predictions), "--out",
                               str(tmp_path / "x"), "--target", "tumour_core"]) == 2
+    assert capsys.readouterr().err == (f"error: {MNI}: --target tumour_core needs BRATS case folders (label maps); "
+                                       "the Ljubljana cross-sectional layout has binary masks\n")
+    assert not (tmp_path / "x").exists()
