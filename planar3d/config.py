@@ -16,8 +16,9 @@ from typing import Any
 from planar3d.errors import InputFileError, Planar3DError
 
 __all__ = [
-    "BACKBONES", "BLENDS", "CHOICES", "CROPS", "Config", "DEVICES", "LAUNCHERS", "MAPPINGS", "PAPER_MAPPINGS", "PRECISIONS",
+    "BACKBONES", "BLENDS", "CALIBRATIONS", "CHOICES", "CROPS", "Config", "DEVICES", "LAUNCHERS", "MAPPINGS", "PAPER_MAPPINGS", "PRECISIONS",
     "PRESETS", "TARGETS", "THRESHOLD_RULES", "load_config", "make_config", "read_mapping_file",
+    "EXPORT_FORMATS", "RUNTIMES",
 ]
 
 # ----------------------------------------------------------------------------- the vocabulary
@@ -39,6 +40,13 @@ THRESHOLD_RULES = ("fixed", "reference")
 CROPS = ("auto", "off", "window", "scan")
 #: inference number formats.
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+#: formats of planar3d export (planar3d.apps.export): a TensorFlow SavedModel, ONNX, OpenVINO IR.
+EXPORT_FORMATS = ("savedmodel", "onnx", "openvino")
+#: engines that run an exported network (planar3d.inference.runtimes).
+RUNTIMES = ("tensorflow", "onnxruntime", "openvino")
+#: probability calibration at inference: none (the network's sigmoid, the paper) or the temperature
+#: fitted on a fold's validation scans (planar3d.inference.temperature, RUN/fold_k/calibration.json).
+CALIBRATIONS = ("none", "temperature")
 #: where a grid's trainings run (planar3d.runs.launch).
 LAUNCHERS = ("none", "local", "slurm")
 #: where inference runs.
@@ -61,6 +69,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "phantom_mode": ("simple", "realistic"),
     "crop": CROPS,
     "precision": PRECISIONS,
+    "calibration": CALIBRATIONS,
     "target": TARGETS,
 }
 
@@ -114,8 +123,13 @@ class Config:
         rows and columns only, windows without head skipped; ``off``: the whole field of view,
         the paper), precision (``auto``: bfloat16 where the CPU or GPU computes it natively,
         float16 on GPUs with float16 tensor cores only, float32 elsewhere; see
-        :func:`planar3d.inference.precision.resolve_precision`). ``crop="off", precision="float32"`` is the
-        paper's whole-volume float32 inference, bit for bit (docs/deviations.md).
+        :func:`planar3d.inference.precision.resolve_precision`; a model whose fold measured its
+        validation lesion volume moving more than 1 % in that format runs in float32, see
+        :func:`planar3d.inference.precision.precision_for_model`), calibration (``none``: the
+        network's probabilities, the paper; ``temperature``: each model's probabilities rescaled by
+        the temperature fitted on its fold's validation scans, :mod:`planar3d.inference.temperature`).
+        ``crop="off", precision="float32"`` is the paper's whole-volume float32 inference, bit for bit
+        (docs/deviations.md).
     Cross-validation: split (``patient``: the paper's folds, one test patient per centre,
         :func:`planar3d.data.splits.cv_split`; ``centre``: leave-one-centre-out,
         :func:`planar3d.data.splits.centre_split`), folds.
@@ -167,6 +181,7 @@ class Config:
     eval_space: str = "native"
     crop: str = "auto"
     precision: str = "auto"
+    calibration: str = "none"
     split: str = "patient"
     folds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
 
@@ -250,7 +265,8 @@ class Config:
 
     #: settings that must match for a run folder to be resumed or a fold to be reused.
     def training_identity(self) -> dict[str, Any]:
-        ignored = {"folds", "seeds", "threshold", "threshold_rule", "blend", "tta", "eval_space", "crop", "precision", "cache_dir", "strategy"}
+        ignored = {"folds", "seeds", "threshold", "threshold_rule", "blend", "tta", "eval_space", "crop", "precision", "calibration",
+                   "cache_dir", "strategy"}
         return {k: v for k, v in self.to_dict().items() if k not in ignored}
 
 

@@ -27,13 +27,14 @@ LAYERS = (
     ("planar3d.apps",),
     ("planar3d.cli",),
     # the ``python -m planar3d[.<tool>]`` doors, and the old pickle path of TrainJob
-    ("planar3d.train", "planar3d.crossval", "planar3d.predict", "planar3d.evaluate", "planar3d.bids",
+    ("planar3d.train", "planar3d.crossval", "planar3d.predict", "planar3d.evaluate", "planar3d.bids", "planar3d.export",
      "planar3d.launch", "planar3d.__main__"),
 )
 
 #: Libraries that may be imported inside a function (optional extras, or heavy ones kept off ``--help``).
 LAZY_LIBRARIES = {"tensorflow", "keras", "submitit", "yaml", "matplotlib", "sklearn", "tqdm", "nilearn", "h5py",
-                  "scipy", "nibabel", "bidsschematools", "subprocess"}
+                  "scipy", "nibabel", "bidsschematools", "subprocess",
+                  "onnx", "onnxruntime", "openvino", "tf2onnx"}
 
 
 def _module_name(path: Path) -> str:

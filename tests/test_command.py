@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from planar3d import __version__
-from planar3d.cli import bids, command, crossval, evaluate, predict, train
+from planar3d.cli import bids, command, crossval, evaluate, export, predict, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name, tool", [("train", train), ("crossval", crossval), ("predict", predict),
-                                        ("evaluate", evaluate), ("bids", bids)])
+                                        ("evaluate", evaluate), ("bids", bids),
+                                        ("export", export)])
 def test_each_command_is_the_tools_own_main(name, tool, capsys):
     with pytest.raises(SystemExit) as direct:
         tool.main(["--help"])
@@ -33,7 +34,7 @@ def test_usage_version_and_unknown_commands(capsys):
     assert command.main(["--version"]) == 0 and capsys.readouterr().out == f"planar3d {__version__}\n"
     assert command.main(["tarin"]) == 2
     assert capsys.readouterr().err == ("planar3d: error: unknown command 'tarin' (choose from train, crossval, "
-                                       "predict, evaluate, bids)\n")
+                                       "predict, evaluate, bids, export)\n")
 
 
 def test_console_scripts_name_every_command():

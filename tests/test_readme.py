@@ -78,5 +78,6 @@ def test_flags_named_in_the_prose_exist(capsys):
     spans = re.findall(r"`([^`]*)`", re.sub(r"```.*?```", "", README, flags=re.S))
     named = {flag for span in spans for flag in _whole_flags(span)} - {"--help"}
     assert "--threshold" in named and "--threshold-rule" in named  # the README names both
-    known = set().union(*(_help_flags(f"planar3d.{tool}", capsys) for tool in ("train", "crossval", "predict", "evaluate", "bids")))
+    known = set().union(*(_help_flags(f"planar3d.{tool}", capsys) for tool in ("train", "crossval", "predict", "evaluate", "bids",
+                                                                                          "export")))
     assert sorted(named - known) == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from planar3d import __version__
-from planar3d.cli import bids, crossval, evaluate, predict, train
+from planar3d.cli import bids, crossval, evaluate, export, predict, train
 
 __all__ = ["COMMANDS", "main"]
 
@@ -21,6 +21,7 @@ COMMANDS = {
     "predict": (predict.main, "segment raw FLAIR scans with a trained model"),
     "evaluate": (evaluate.main, "score predicted masks against references (MSSEG-2016 metrics)"),
     "bids": (bids.main, "the BIDS App: participant and group levels"),
+    "export": (export.main, "export a model to SavedModel, ONNX or OpenVINO, checked against Keras"),
 }
 
 

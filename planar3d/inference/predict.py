@@ -48,6 +48,7 @@ from planar3d.data.windows import extract_windows, volume_tensor
 from planar3d.errors import Planar3DError
 from planar3d.inference.precision import Forward, forward_functions, inference_model, resolve_precision
 from planar3d.inference.recompose import recompose
+from planar3d.inference.runtimes import ExportedNetwork
 from planar3d.nets.stream import ENCODER_CHUNK, SKIP_SCALES, has_res_unet_layers, is_planar_res_unet
 
 __all__ = ["can_stream", "predict_volume"]
@@ -162,7 +163,7 @@ def _one_pass(net: Any, forward: Forward, volume: np.ndarray, boxes: list, size:
     """
 
     starts = window_starts(volume.shape[0], size, stride)
-    replay = has_res_unet_layers(net)
+    replay = isinstance(net, ExportedNetwork) or has_res_unet_layers(net)
     keeps = kept_slices(volume.shape[0], size, stride) if replay and mode == "middle" else [(0, size)] * len(starts)
     encode, decode = forward.encode, forward.decode
     out = np.zeros((len(starts), size, *volume.shape[1:3]), dtype=np.float32)
@@ -214,7 +215,9 @@ def predict_volume(
 
     Args:
         model: the trained Keras model (sigmoid output), `(batch, size, rows, cols, channels)`;
-            a grey volume is repeated to its channel count.
+            a grey volume is repeated to its channel count. Or an exported network opened in
+            another runtime (:class:`planar3d.inference.runtimes.ExportedNetwork`): its encoder
+            and window decoder run through the same crop, stream and kept-slice structure.
         volume: `(slices, rows, cols)` preprocessed scan (rows and cols multiples of 16 for a
             crop); the paper's path also takes `(slices, rows, cols, channels)`.
         size: slices per window (paper: 16); must match the model's input if that is fixed.
@@ -226,6 +229,7 @@ def predict_volume(
         tta: average over the 8 flips (8x the time).
         crop: ``"auto"`` (default), ``"window"``, ``"scan"`` or ``"off"`` (the paper).
         precision: ``"auto"`` (default), ``"float32"`` (the paper), ``"bfloat16"`` or ``"float16"``.
+            Ignored for an exported network, which computes in the precision it was opened in.
         stream: reuse encoder features between windows when :func:`can_stream` (silently the
             per-window path otherwise); ``None`` (default): stream except on the paper's path
             (``crop="off", precision="float32"``).
@@ -242,10 +246,12 @@ def predict_volume(
     """
     if crop not in CROPS:
         raise Planar3DError(f"crop must be one of {list(CROPS)}. Received: crop={crop!r}")
-    precision = resolve_precision(precision)
+    exported = isinstance(model, ExportedNetwork)
+    precision = model.precision if exported else resolve_precision(precision)
     paper_path = crop == "off" and precision == "float32"
-    stream = (not paper_path if stream is None else bool(stream)) and can_stream(model, size, stride)
-    if paper_path and not stream:
+    streamable = stride % ENCODER_CHUNK == 0 and size % stride == 0 if exported else can_stream(model, size, stride)
+    stream = (not paper_path if stream is None else bool(stream)) and streamable
+    if paper_path and not stream and not exported:
         return _predict_whole_windows(model, volume, size=size, stride=stride, mode=mode, batch_size=batch_size,
                                       tta=tta, progress=progress)
 
@@ -273,8 +279,8 @@ def predict_volume(
             mask = head_mask(volume)
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
-    net = inference_model(model, precision)
-    forward = forward_functions(net, precision)
+    net = model if exported else inference_model(model, precision)
+    forward = model if exported else forward_functions(net, precision)
 
     passes = flip_sets(tta)
     total = None

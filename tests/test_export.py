@@ -1,0 +1,199 @@
+"""planar3d export: the per-slice encoder and the window decoder in each format, run by their runtimes,
+equal to the Keras model; the refusal when they disagree; the one-line errors of missing extras."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from planar3d.apps import export as export_app
+from planar3d.cli import export as export_cli
+from planar3d.config import EXPORT_FORMATS, make_config
+from planar3d.errors import Planar3DError
+from planar3d.inference import runtimes
+from planar3d.inference.runtimes import ExportedNetwork, load_runtime
+
+#: format -> the optional packages it needs here (export and check).
+NEEDS = {"savedmodel": (), "onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",)}
+
+
+def _skip_without(fmt: str) -> None:
+    missing = [name for name in NEEDS[fmt] if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"{fmt} export needs {', '.join(missing)} (pip install planar3d[{'onnx' if fmt == 'onnx' else fmt}])")
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    """A small raw phantom FLAIR (14 x 51 x 51), preprocessed to 32^3 by the export's check."""
+    from planar3d.io.phantom import make_phantom_dataset
+
+    return make_phantom_dataset(tmp_path_factory.mktemp("phantom") / "msseg", n_per_centre=1, scale=0.1, seed=0)[0].flair
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, scan):
+    """A tiny planar res-u-net (16 x 32 x 32, random weights) whose output bias puts the paper's threshold
+    at the median probability inside the head: about half the head is 'lesion', so a changed
+    probability changes the mask."""
+    from planar3d.data.preprocess import preprocess
+    from planar3d.inference.predict import predict_volume
+    from planar3d.io.nifti import load_scan
+    from planar3d.nets.model import build_model
+
+    model = build_model((16, 32, 32, 1), encoder_weights=None, seed=1)
+    volume, _, _ = preprocess(load_scan(scan), size=32)
+    prob = predict_volume(model, volume, crop="auto", precision="float32")
+    median = float(np.median(prob[prob > 0]))
+    kernel, bias = model.get_layer("output").get_weights()
+    threshold = make_config("paper").threshold
+    shift = np.log(threshold / (1 - threshold)) - np.log(median / (1 - median))
+    model.get_layer("output").set_weights([kernel, bias + np.float32(shift)])
+    path = tmp_path_factory.mktemp("model") / "best.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def keras_model(model_file):
+    from planar3d.nets.load import load_segmentation_model
+
+    return load_segmentation_model(model_file)
+
+
+@pytest.fixture(scope="module")
+def exports(model_file, scan, tmp_path_factory):
+    """``exports(fmt)``: the tiny model exported once per format in this module (an export takes 5-20 s)."""
+    done = {}
+
+    def export(fmt: str):
+        if fmt not in done:
+            _skip_without(fmt)
+            done[fmt] = export_app.export_model(model_file, fmt, tmp_path_factory.mktemp("exports") / fmt, check=scan)
+        return done[fmt]
+
+    return export
+
+
+def _window(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (1, 16, 32, 32, 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", EXPORT_FORMATS)
+def test_export_round_trip_equals_the_keras_model(fmt, exports, keras_model):
+    from planar3d.nets.stream import decode, encode
+
+    result = exports(fmt)
+    out = result.out
+    metadata = json.loads((out / "export.json").read_text(encoding="utf-8"))
+    assert metadata == result.metadata
+    assert (metadata["format"], metadata["window"], metadata["stride"], metadata["size"], metadata["channels"]) == \
+        (fmt, 16, 8, 32, 1)
+    assert metadata["threshold"] == 0.0625 and metadata["preprocessing"]["robust_normalisation"] is False
+    assert all((out / name).exists() for name in metadata["files"].values())
+    agreement = metadata["agreement"]
+    assert agreement["passed"] and agreement["dice"] >= 0.999 and agreement["volume_difference"] <= 0.005
+    assert agreement["volume_ml_keras"] > 0 and agreement["max_probability_difference"] < 1e-5
+    assert sorted(p.name for p in out.parent.iterdir()) == [fmt]  # no temporary folder left
+
+    # the two networks, step by step, against the Keras model's own replay
+    network = load_runtime(out)
+    window = _window()
+    skips = encode(keras_model, window)
+    exported_skips = network.encode(window[:, :8])  # one chunk of 8 slices
+    for name, value in exported_skips.items():
+        np.testing.assert_allclose(value, np.asarray(skips[name])[:, : value.shape[1]], rtol=0, atol=1e-5)
+    for keep in [(0, 16), (0, 12), (4, 12), (4, 16)]:
+        expected = np.asarray(decode(keras_model, skips, keep))
+        np.testing.assert_allclose(network.decode(skips, keep), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(network.whole(window), np.asarray(keras_model(window)), rtol=0, atol=1e-5)
+
+
+def test_onnx_export_runs_in_openvino_too(exports, keras_model):
+    _skip_without("openvino")
+    out = exports("onnx").out
+    window = _window(1)
+    expected = np.asarray(keras_model(window))
+    np.testing.assert_allclose(load_runtime(out, "openvino").whole(window), expected, rtol=0, atol=1e-5)
+    with pytest.raises(Planar3DError, match="runs in onnxruntime or openvino, not tensorflow"):
+        load_runtime(out, "tensorflow")
+
+
+def test_an_export_that_disagrees_is_refused_and_nothing_is_written(model_file, scan, tmp_path, monkeypatch, capsys):
+    original = ExportedNetwork.decode
+
+    def perturbed(self, skips, keep=None):
+        return original(self, skips, keep) * 1.05  # 5 % higher probabilities: the threshold moves through the head
+
+    monkeypatch.setattr(ExportedNetwork, "decode", perturbed)
+    out = tmp_path / "export"
+    status = export_cli.main(["--model", str(model_file), "--format", "savedmodel", "--out", str(out), "--check", str(scan)])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: the savedmodel export disagrees with the Keras model on ") and "Dice" in err
+    assert "nothing written" in err
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary twin
+
+
+@pytest.mark.parametrize("fmt, package, extra", [("onnx", "onnxruntime", "onnx"), ("onnx", "tf2onnx", "onnx"),
+                                                 ("openvino", "openvino", "openvino")])
+def test_a_missing_extra_is_one_line_naming_it(fmt, package, extra, model_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, package, None)  # import fails with ImportError
+    status = export_cli.main(["--model", str(model_file), "--format", fmt, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert status == 2 and err == (f"error: --format {fmt} needs the Python package {package}, which is not installed: "
+                                   f"pip install planar3d[{extra}]\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_runtime_is_one_line_naming_its_extra(tmp_path, monkeypatch):
+    (tmp_path / "export.json").write_text(json.dumps({"format": "onnx", "window": 16, "stride": 8, "size": 32,
+                                                      "channels": 1}), encoding="utf-8")
+    for name in ("encoder.onnx", "decoder.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(Planar3DError, match=r"^--runtime onnxruntime needs the Python package onnxruntime, which is "
+                                            r"not installed: pip install planar3d\[onnx\]$"):
+        load_runtime(tmp_path)
+
+
+def test_refusals_before_any_work(model_file, tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("worked before refusing")
+
+    monkeypatch.setattr(export_app, "check_scan", no_work)
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    status = export_cli.main(["--model", str(model_file), "--format", "savedmodel", "--out", str(existing)])
+    assert status == 2 and capsys.readouterr().err == f"error: {existing}: output exists; pass --overwrite to replace it\n"
+    with pytest.raises(SystemExit) as stop:
+        export_cli.main(["--model", str(model_file), "--format", "tflite", "--out", str(tmp_path / "x")])
+    assert stop.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def test_another_mapping_is_refused(tmp_path, scan):
+    from planar3d.nets.model import build_model
+
+    path = tmp_path / "acs.keras"
+    build_model((16, 32, 32, 1), encoder_weights=None, mapping="acs", seed=1).save(path)
+    with pytest.raises(Planar3DError, match="export takes the paper's planar res-u-net"):
+        export_app.export_model(path, "savedmodel", tmp_path / "out", check=scan)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_default_check_scan_is_the_phantoms(tmp_path, monkeypatch, scan):
+    calls = []
+    monkeypatch.setattr(export_app, "ensure_phantom", lambda **options: calls.append(options) or scan.parents[1])
+    assert export_app.check_scan(None) == scan and calls == [{"n_per_centre": 1, "seed": 0}]
+    with pytest.raises(Planar3DError, match="check scan not found"):
+        export_app.check_scan(tmp_path / "missing.nii.gz")
+
+
+def test_the_runtimes_skip_names_are_the_split_networks():
+    from planar3d.nets.split import SKIP_NAMES
+
+    assert runtimes.SKIP_ORDER == SKIP_NAMES
