@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import sys
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from planar3d import __version__
 from planar3d.atomic import check_destinations, check_writable, write_rows, write_text_atomic
 from planar3d.config import Config, load_config, make_config
 from planar3d.data.preprocess import preprocess
@@ -30,13 +32,17 @@ from planar3d.inference.pipeline import (  # no TensorFlow: windows is imported 
     predict_resampled,
 )
 from planar3d.inference.ensemble import ensemble_mean, entropy, member_agreement, mutual_information
+from planar3d.inference.precision import fallback_notice, precision_for_model, resolve_precision
+from planar3d.inference.temperature import apply_temperature
 from planar3d.io.datasets import find_dataset, known_dataset
 from planar3d.io.nifti import load_scan, save_nifti
 from planar3d.nets.load import load_classifier, load_segmentation_model
+from planar3d.training.calibrate import CALIBRATION_NAME, calibration_record
 from planar3d.training.classify import class_probabilities, volume_sample
 
 __all__ = [
-    "SUFFIXES", "Segmentation", "check_not_input", "inference_config", "input_scans", "load_members", "member_files", "predict_classes",
+    "SUFFIXES", "Segmentation", "check_calibration", "check_not_input", "inference_config", "input_scans", "load_members",
+    "member_files", "member_settings", "model_source", "predict_classes",
     "predict_scan", "scan_name", "scan_outputs", "scan_outputs_pairs", "segment_scan", "segment_scans", "select_device",
     "stem", "uncertainty_paths", "write_table",
 ]
@@ -164,7 +170,11 @@ def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int 
     resampled probabilities are averaged (:func:`planar3d.inference.ensemble.ensemble_mean`)
     before the mapping to the native grid, so an ensemble of identical members gives the
     member's outputs exactly. ``config.crop`` and ``config.precision`` choose the inference
-    path; ``progress`` shows a bar over the windows.
+    path (per member, :func:`member_settings`: ``precision="auto"`` runs a member in float32
+    where its fold found the reduced format moving the lesion volume); ``progress`` shows a bar
+    over the windows. With ``config.calibration == "temperature"`` each member's probabilities
+    are rescaled by its own temperature before the averaging (the mask at 0.5 stays; at another
+    threshold it can change, see :mod:`planar3d.inference.temperature`).
 
     Raises:
         InputFileError: a bad input file (see :func:`planar3d.io.nifti.load_scan`).
@@ -172,6 +182,7 @@ def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int 
     """
 
     models = list(model) if isinstance(model, (list, tuple)) else [model]
+    settings = member_settings(models, config)
     shapes = {tuple(m.input_shape[1:4]) for m in models}
     if len(shapes) != 1:
         raise Planar3DError(f"ensemble members must take one window shape. Received: {sorted(shapes)}")
@@ -179,7 +190,9 @@ def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int 
     size = int(models[0].input_shape[2])
     volume, _, meta = preprocess(scan, size=size, robust=config.robust_normalisation)
     config = replace(config, window=int(models[0].input_shape[1]), size=size)
-    resampled_members = [predict_resampled(m, volume, config, batch_size=batch_size, progress=progress) for m in models]
+    resampled_members = [apply_temperature(predict_resampled(m, volume, replace(config, precision=precision),
+                                                             batch_size=batch_size, progress=progress), temperature)
+                         for m, (precision, temperature) in zip(models, settings)]
     resampled = resampled_members[0] if len(models) == 1 else ensemble_mean(resampled_members)
     prob, mask = native_mask(resampled, meta, config)
     table = lesion_table(mask, scan.affine, probabilities=prob)
@@ -217,14 +230,76 @@ def member_files(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+#: the file each model of :func:`load_members` came from (its ``calibration.json`` is beside it).
+_SOURCES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def load_members(files: Sequence[Path]) -> list:
     """One model per :func:`member_files` file, or the model itself for one file (not an ensemble).
+    Each model's file is remembered (:func:`model_source`), so that :func:`segment_scan` finds its
+    ``calibration.json``.
 
     Raises:
         InputFileError: a model that does not load or does not segment.
     """
     models = [load_segmentation_model(file) for file in files]
+    for model, file in zip(models, files):
+        _SOURCES[model] = Path(file)
     return models[0] if len(models) == 1 else models
+
+
+def model_source(model) -> Path | None:
+    """The file :func:`load_members` loaded ``model`` from, or None (a model built or loaded otherwise)."""
+    return _SOURCES.get(model)
+
+
+def _missing_calibration(file: Path | None) -> Planar3DError:
+    if file is None:
+        return Planar3DError("--calibration temperature needs models loaded from their run folders (load_members); "
+                             "this one has no calibration.json: use --calibration none")
+    return Planar3DError(f"no {CALIBRATION_NAME} beside {file}; train with planar3d >= {__version__} or use "
+                         "--calibration none")
+
+
+def check_calibration(files: Sequence[Path], config: Config) -> None:
+    """Refuse ``--calibration temperature`` before loading anything when a model file has no
+    ``calibration.json`` with a temperature beside it.
+
+    Raises:
+        Planar3DError: one line naming the first model without one.
+    """
+    if config.calibration != "temperature":
+        return
+    for file in files:
+        record = calibration_record(file)
+        if not record or "temperature" not in record:
+            raise _missing_calibration(Path(file))
+
+
+def member_settings(models: Sequence, config: Config, announce: bool = False) -> list[tuple[str, float]]:
+    """Each model's ``(precision, temperature)``: ``config.precision`` under the fall-back rule of
+    :func:`planar3d.inference.precision.precision_for_model` (the precision record in the
+    ``calibration.json`` beside the model), and with ``config.calibration == "temperature"`` the
+    temperature stored there, else 1 (the probabilities unchanged). ``announce`` prints one line
+    for each model run in float32 by the rule.
+
+    Raises:
+        Planar3DError: ``--calibration temperature`` and a model without ``calibration.json``.
+    """
+    auto = resolve_precision("auto") if config.precision == "auto" else config.precision
+    settings = []
+    for model in models:
+        file = model_source(model)
+        record = calibration_record(file) if file is not None else None
+        if config.calibration == "temperature" and (not record or "temperature" not in record):
+            raise _missing_calibration(file)
+        temperature = float(record["temperature"]) if config.calibration == "temperature" else 1.0
+        precision_record = (record or {}).get("precision")
+        precision = precision_for_model(config.precision, auto, precision_record)
+        if announce and precision != auto:
+            print(fallback_notice(str(file), auto, precision_record))
+        settings.append((precision, temperature))
+    return settings
 
 
 def predict_scan(model, flair_path: str | Path, output: str | Path, config: Config, probabilities: str | Path | None = None,

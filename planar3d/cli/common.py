@@ -26,6 +26,7 @@ from typing import Callable
 from planar3d.config import (
     BACKBONES,
     BLENDS,
+    CALIBRATIONS,
     CHOICES,
     CROPS,
     DEVICES,
@@ -194,7 +195,8 @@ def add_inference_flags(parser, from_run: bool = False) -> None:
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="inference number format; 'auto' (default): bfloat16 where the CPU (avx512_bf16/amx) "
                         "or GPU computes it natively, float16 on GPUs with float16 tensor cores only, else float32 "
-                        "(paper: float32)")
+                        "(paper: float32); a model whose calibration.json records that format moving its validation "
+                        "lesion volume by more than 1 %% from float32 runs in float32")
 
 
 def add_bids_flags(parser: argparse.ArgumentParser, masks_help: str | None = None) -> None:
@@ -203,8 +205,10 @@ def add_bids_flags(parser: argparse.ArgumentParser, masks_help: str | None = Non
     group.add_argument("--masks-from", metavar="PIPELINE",
                        help=masks_help or "lesion masks from derivatives/PIPELINE (or a folder); default: masks beside "
                        "the raw scans (*_label-lesion_roi)")
-    group.add_argument("--acq", metavar="LABEL", help="use the FLAIR images with this acq- label (default: the only one)")
-    group.add_argument("--run", metavar="INDEX", type=int, help="use the FLAIR images with this run- index (default: the only one)")
+    group.add_argument("--acq", metavar="LABEL", help="use only the FLAIR images with this acq- label (default: the BIDS "
+                       "App takes every FLAIR; train and crossval the only one of a subject/session)")
+    group.add_argument("--run", metavar="INDEX", type=int, help="use only the FLAIR images with this run- index (default: "
+                       "the BIDS App takes every run; train and crossval the only one)")
     group.add_argument("--centre-column", metavar="COLUMN",
                        help="participants.tsv column naming each subject's centre for the CV split, e.g. site "
                        "(default: the scanner, Manufacturer + MagneticFieldStrength from the JSON sidecar)")
@@ -216,6 +220,11 @@ def add_segment_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of the tools that segment with a trained model (defaults: the model's run config)."""
     group = parser.add_argument_group("inference (defaults: the config.json beside the model, else the paper's)")
     add_inference_flags(group, from_run=True)
+    group.add_argument("--calibration", choices=CALIBRATIONS,
+                       help="'none' (default): the network's probabilities; 'temperature': each model's probabilities "
+                       "rescaled by the temperature fitted on its fold's validation scans (calibration.json beside the "
+                       "model, written by train; refused without it). T > 0 keeps which side of 0.5 a voxel is on, "
+                       "not of the 16/256 threshold")
     group.add_argument("--stride", type=POSITIVE_INT, help="slices between windows (default: the run's, 8)")
     group.add_argument("--batch-size", type=POSITIVE_INT, default=INFERENCE_BATCH_SIZE,
                        help=f"windows per forward pass (default {INFERENCE_BATCH_SIZE}: on a CPU as fast as 2, with less "

@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 from planar3d.apps.predict import (
+    check_calibration,
     check_not_input,
     inference_config,
     load_members,
     member_files,
+    member_settings,
     predict_classes,
     scan_outputs,
     scan_outputs_pairs,
@@ -19,9 +21,11 @@ from planar3d.apps.predict import (
     stem,
     write_table,
 )
+from planar3d.apps.report_pages import write_predict_report
 from planar3d.atomic import check_destinations
 from planar3d.cli.common import add_segment_flags, make_parser, run_cli
 from planar3d.errors import Planar3DError
+from planar3d.evaluation.html_report import command_line, model_info
 
 __all__ = []
 
@@ -52,10 +56,12 @@ def main(argv: list[str] | None = None) -> int:
 
     files = member_files(args.model)
     config = inference_config(files[0], **{k: getattr(args, k) for k in ("threshold", "threshold_rule", "blend", "tta", "stride",
-                                                                            "crop", "precision")})
+                                                                            "crop", "precision", "calibration")})
     if config.task == "classification" or args.output.lower().endswith(".csv"):
 
         select_device(args.device)
+        if config.calibration != "none":
+            raise Planar3DError("--calibration temperature applies to segmentation models, not to a classifier")
         if len(files) > 1:
             raise Planar3DError(f"classifier ensembles are not supported: give one --model. Received: {len(files)} models")
         rows, failures = predict_classes(files[0], args.input, args.output, config, overwrite=args.overwrite)
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"class probabilities: {args.output}")
         return 0
+    check_calibration(files, config)
     pairs = scan_outputs_pairs(args.input, args.output)
     if (args.probabilities or args.uncertainty) and len(pairs) > 1:
         raise Planar3DError("--probabilities and --uncertainty take one input; in folder mode these maps are not written")
@@ -75,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         check_destinations(scan_outputs(output, args.probabilities, labels, not args.no_report, not args.no_qc,
                                         args.uncertainty, len(files)),
                            overwrite=args.overwrite)
-    else:
-        check_destinations(folders=[args.output])
+    else:  # report.html, as lesion_summary.csv, is rewritten by every run over the folder
+        check_destinations([Path(args.output) / "report.html"], folders=[args.output], overwrite=True)
     select_device(args.device)
     model = load_members(files)
+    member_settings(model if isinstance(model, list) else [model], config, announce=True)
 
     rows, failures = segment_scans(model, pairs, config, lesion_map=args.lesion_map, report=not args.no_report,
                                    overlay=not args.no_qc, radiological=not args.neurological,
@@ -88,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(pairs) > 1 and rows:
         write_table(Path(args.output) / "lesion_summary.csv", rows, overwrite=True)
         print(f"group table: {Path(args.output) / 'lesion_summary.csv'}")
+    if len(pairs) > 1:
+        report = write_predict_report(Path(args.output), pairs, failures, model_info(files),
+                                      command_line("planar3d.predict", argv))
+        print(f"report: {report}")
     if failures:
         print(f"error: {len(failures)} of {len(pairs)} scans failed: {', '.join(failures)}", file=sys.stderr)
         return 1

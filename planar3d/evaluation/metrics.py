@@ -50,6 +50,8 @@ __all__ = [
     "mean_surface_distance",
     "lesion_f1",
     "lesion_detection",
+    "overlap_table",
+    "detected",
     "scan_metrics",
     "msseg_metrics",
     "summarise",
@@ -281,7 +283,7 @@ def mean_surface_distance(reference: Any, prediction: Any, spacing: Sequence[flo
 
 
 # ----------------------------------------------------------------------------- lesions
-def _overlap_table(reference_labels: np.ndarray, n_reference: int, prediction_labels: np.ndarray,
+def overlap_table(reference_labels: np.ndarray, n_reference: int, prediction_labels: np.ndarray,
                    n_prediction: int) -> np.ndarray:
     """Voxel counts ``table[i, j]`` of reference lesion ``i`` meeting predicted lesion ``j``.
 
@@ -296,7 +298,7 @@ def _overlap_table(reference_labels: np.ndarray, n_reference: int, prediction_la
     return counts.reshape(n_reference + 1, n_prediction + 1)
 
 
-def _detected(table: np.ndarray, alpha: float, beta: float, gamma: float) -> np.ndarray:
+def detected(table: np.ndarray, alpha: float, beta: float, gamma: float) -> np.ndarray:
     """Which lesions of A (rows 1.. of ``table``) are detected by the lesions of B (columns).
 
     Anima's rule (``getTruePositiveLesions`` and ``falsePositiveRatioTester``): lesion ``i``
@@ -379,9 +381,9 @@ def lesion_detection(
         reference, prediction = reference[box], prediction[box]
     reference_labels, n_reference = label_lesions(reference, 6, min_voxels)
     prediction_labels, n_prediction = label_lesions(prediction, 6, min_voxels)
-    table = _overlap_table(reference_labels, n_reference, prediction_labels, n_prediction)
-    detected_reference = int(_detected(table, alpha, beta, gamma).sum())
-    true_predictions = int(_detected(table.T, alpha, beta, gamma).sum())
+    table = overlap_table(reference_labels, n_reference, prediction_labels, n_prediction)
+    detected_reference = int(detected(table, alpha, beta, gamma).sum())
+    true_predictions = int(detected(table.T, alpha, beta, gamma).sum())
 
     agree = n_reference == 0 and n_prediction == 0
     lesion_sensitivity = _ratio(detected_reference, n_reference, agree)

@@ -1,4 +1,4 @@
-"""Figures: learning curves, lesion overlays, metric box plots, window layouts.
+"""Figures: learning curves, lesion overlays, metric box plots, reliability diagrams, window layouts.
 
 Every function builds a :class:`matplotlib.figure.Figure` on an Agg canvas (no pyplot,
 no global figure registry, no GUI backend, no TensorFlow) and returns it. When ``path``
@@ -34,8 +34,8 @@ from planar3d.errors import InputFileError, Planar3DError
 
 __all__ = [
     "PLANE_NAMES", "as_mask", "as_spacing", "as_volume", "draw_slice", "finish", "new_figure", "overlay_legend",
-    "plane", "plane_aspect", "plot_learning_curves", "plot_metric_boxplots", "plot_overlay", "robust_window",
-    "save_figure"
+    "plane", "plane_aspect", "plot_learning_curves", "plot_metric_boxplots", "plot_overlay", "plot_reliability_diagram",
+    "robust_window", "save_figure"
 ]
 
 
@@ -492,3 +492,57 @@ def plot_metric_boxplots(
         figure.suptitle(title)
     figure.tight_layout()
     return finish(figure, path)
+
+
+def plot_reliability_diagram(
+    curve: Mapping[str, np.ndarray],
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Reliability diagram: observed lesion frequency against mean probability per bin.
+
+    Args:
+        curve: a :func:`planar3d.evaluation.calibration.reliability_curve` (or
+            ``pool_reliability``) result: ``edges`` `(n_bins + 1,)`, ``mean_predicted``,
+            ``observed_frequency`` and ``counts`` `(n_bins,)` (NaN in empty bins).
+        path: optional output image.
+        title: optional figure title.
+
+    Returns:
+        The figure: above, the observed frequency of each non-empty bin as a bar over the bin
+        and a point at its mean probability, with the diagonal of perfect calibration; below,
+        the voxel count per bin (log scale).
+
+    Raises:
+        Planar3DError: a curve without voxels or with arrays of mismatched lengths.
+    """
+    edges = np.asarray(curve["edges"], dtype=float)
+    counts = np.asarray(curve["counts"], dtype=float)
+    mean_p = np.asarray(curve["mean_predicted"], dtype=float)
+    frequency = np.asarray(curve["observed_frequency"], dtype=float)
+    if not (edges.size == counts.size + 1 == mean_p.size + 1 == frequency.size + 1) or counts.sum() <= 0:
+        raise Planar3DError(f"a reliability curve needs n_bins + 1 edges, n_bins values and some voxels. "
+                            f"Received: {edges.size} edges, {counts.size} counts summing to {counts.sum():g}")
+    filled = counts > 0
+    widths = np.diff(edges)
+
+    figure = new_figure(5.2, 6.2)
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+    top.bar(edges[:-1][filled], frequency[filled], width=widths[filled], align="edge", color="#cfe0f3",
+            edgecolor="tab:blue", label="observed lesion frequency")
+    top.plot(mean_p[filled], frequency[filled], "o-", color="tab:blue", markersize=4, label="at the bin's mean probability")
+    top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    top.set_ylim(0, 1)
+    top.set_ylabel("observed lesion frequency")
+    top.legend(fontsize=8, loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.bar(edges[:-1][filled], counts[filled], width=widths[filled], align="edge", color="grey")
+    bottom.set_yscale("log")
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel(f"predicted lesion probability ({counts.size} equal-width bins)")
+    bottom.set_ylabel("voxels")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return finish(figure, path)
+

@@ -1,5 +1,6 @@
 """The inference number format: which one a device computes natively (``--precision auto``), the
-model rebuilt under Keras' mixed policy, and its forward steps (graphs in a reduced format).
+fall-back to float32 for a model whose lesion volume a reduced format moves (:func:`precision_for_model`),
+the model rebuilt under Keras' mixed policy, and its forward steps (graphs in a reduced format).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from planar3d.config import PRECISIONS
 from planar3d.errors import Planar3DError
 from planar3d.machine import cpu_isa_flags
 
-__all__ = ["Forward", "forward_functions", "inference_model", "resolve_precision"]
+__all__ = ["VOLUME_TOLERANCE", "Forward", "fallback_notice", "forward_functions", "inference_model", "precision_for_model",
+           "relative_volume_difference", "resolve_precision"]
 
 
-#: ``precision`` values.
-
+#: The bound a reduced format must keep: the relative lesion-volume difference from float32 on a
+#: model's validation scans (1 % of the volume; LST-AI's port found +14 % from a numerics change).
+VOLUME_TOLERANCE = 0.01
 
 _POLICIES = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -58,6 +61,48 @@ def resolve_precision(precision: str = "auto") -> str:
     arm = platform.machine().lower() in ("aarch64", "arm64")
     native = bool({"avx512_bf16", "amx_bf16"} & flags) or (arm and "bf16" in flags)
     return "bfloat16" if native and onednn else "float32"
+
+
+def relative_volume_difference(record: dict) -> float:
+    """``|V_reduced - V_float32| / V_float32`` of a precision record (its ``volume_ml_float32`` and
+    ``volume_ml_reduced``); 0 when both volumes are 0, infinite when only the float32 one is."""
+    reference, other = float(record["volume_ml_float32"]), float(record["volume_ml_reduced"])
+    if reference > 0:
+        return abs(other - reference) / reference
+    return 0.0 if other == reference else float("inf")
+
+
+def precision_for_model(requested: str, auto_choice: str, record: dict | None,
+                        tolerance: float = VOLUME_TOLERANCE) -> str:
+    """The number format one model runs in: ``--precision auto`` keeps a reduced format only where
+    the model's fold measured it within ``tolerance`` of float32's lesion volume.
+
+    Args:
+        requested: the ``precision`` asked for; anything but ``"auto"`` is returned as given
+            (an explicit float32, bfloat16 or float16 is never overridden).
+        auto_choice: what ``"auto"`` resolves to on this device (:func:`resolve_precision`).
+        record: the model's precision record (``calibration.json``'s ``precision``: ``format``,
+            the reduced format measured, ``volume_ml_float32`` and ``volume_ml_reduced``, the
+            validation scans' total lesion volume in each), or None.
+        tolerance: the bound on :func:`relative_volume_difference`.
+
+    Returns:
+        ``requested`` unless it is ``"auto"``; else ``"float32"`` when the record measured
+        ``auto_choice`` and found the volume moved by more than ``tolerance``; else
+        ``auto_choice`` (no record, or a record of another format: today's rule).
+    """
+    if requested != "auto":
+        return requested
+    if auto_choice == "float32" or not record or record.get("format") != auto_choice:
+        return auto_choice
+    return "float32" if relative_volume_difference(record) > tolerance else auto_choice
+
+
+def fallback_notice(model: str, auto_choice: str, record: dict) -> str:
+    """The line said when :func:`precision_for_model` runs ``model`` in float32 instead of ``auto_choice``."""
+    moved = relative_volume_difference(record)
+    return (f"{model}: float32 instead of {auto_choice}: {auto_choice} moved its validation lesion volume by "
+            f"{100 * moved:.2f} % (bound {100 * VOLUME_TOLERANCE:g} %)")
 
 
 def inference_model(model: Any, precision: str) -> Any:

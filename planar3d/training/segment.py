@@ -2,7 +2,9 @@
 
 A fold's folder (``RUN_DIR/fold_k/``) receives ``config.json``, ``versions.json``,
 ``split.json``, ``log.csv`` (CSVLogger), ``curves.png`` (rewritten every epoch),
-``tensorboard/``, ``best.keras`` (best validation loss), then the test scans' masks
+``tensorboard/``, ``best.keras`` (best validation loss), ``calibration.json`` (the temperature
+fitted on the validation scans and the reduced-precision volume check, :mod:`planar3d.training.calibrate`),
+then the test scans' masks
 (``predictions/<patient>_mask.nii.gz``, native grid and affine), ``overlays/`` and
 ``metrics.csv``, and finally ``done.json``. ``--seeds 0 1 2`` trains the fold once per
 seed in ``RUN_DIR/seed_<s>/fold_k/`` and prints the statistics over seeds. A run killed at any moment resumes from its
@@ -12,6 +14,7 @@ last finished epoch (the ``backup/`` folder) and ends as it would have.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -25,8 +28,10 @@ from planar3d.errors import Planar3DError
 from planar3d.evaluation.metrics import scan_metrics
 from planar3d.inference.pipeline import resampled_spacing, segment_volume
 from planar3d.inference.postprocess import binarize
+from planar3d.inference.precision import fallback_notice, precision_for_model, resolve_precision
 from planar3d.io.nifti import load_mask, load_scan, save_nifti
 from planar3d.io.sources import dataset_records
+from planar3d.training.calibrate import calibrate_fold
 from planar3d.training.fit import make_optimizer
 from planar3d.training.fold import FoldPlan, FoldTask, Split, run_fold
 from planar3d.training.run_folder import read_metrics
@@ -106,10 +111,24 @@ def _plan(config: Config, records, split: Split, by_id: dict[str, CachedCase]) -
     return FoldPlan(
         build=build,
         datasets=lambda first_epoch: _datasets(train, val, config, first_epoch),
-        evaluate=lambda fold_dir: evaluate_fold(fold_dir, [by_id[i] for i in split.test], config, split.fold),
+        evaluate=lambda fold_dir: _evaluate(fold_dir, val, [by_id[i] for i in split.test], config, split.fold),
         title=f"fold {split.fold}",
         first_callbacks=tensorboard,
     )
+
+
+def _evaluate(fold_dir: Path, validation: Sequence[CachedCase], test: Sequence[CachedCase], config: Config,
+              fold: int) -> list[dict]:
+    """Measure the model on the validation scans (``calibration.json``, :func:`calibrate_fold`), then
+    segment the test scans in the format ``predict --precision auto`` would pick for it."""
+    record = calibrate_fold(fold_dir, validation, config)
+    if config.precision == "auto" and record:
+        auto = resolve_precision("auto")
+        chosen = precision_for_model("auto", auto, record["precision"])
+        if chosen != auto:
+            print(fallback_notice(str(fold_dir / "best.keras"), auto, record["precision"]))
+            config = replace(config, precision=chosen)
+    return evaluate_fold(fold_dir, test, config, fold)
 
 
 #: segmentation's part of :func:`planar3d.training.fold.run_fold`.
