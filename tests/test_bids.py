@@ -1,7 +1,9 @@
 """BIDS in, BIDS derivatives out: train/crossval from a BIDS root and the BIDS App's two levels.
 
 One tiny BIDS phantom (6 subjects at scale 0.1: the first has two sessions, the second an
-``acq-3d_run-1`` FLAIR) and one model trained on it for 1 epoch at size 32 serve every test.
+``acq-3d_run-1`` FLAIR) and one model trained on it for 1 epoch at size 32 serve every test; a
+copy with two runs in a session and two runs of the second subject tests that the App takes
+every FLAIR (read back with pybids).
 """
 
 from __future__ import annotations
@@ -127,10 +129,11 @@ def test_participant_outputs_are_bids_derivatives_on_the_scan_grid(dataset, deri
         f"sub-{second}/anat/sub-{second}_acq-3d_run-1_desc-lesions_stats.tsv",
         f"sub-{second}/anat/sub-{second}_acq-3d_run-1_desc-lesions_stats.json",
         f"sub-{first}/figures/sub-{first}_ses-2_desc-qc_FLAIR.png",
+        f"sub-{first}_ses-1.html", f"sub-{first}_ses-2.html", f"sub-{second}.html",  # reports, as fMRIPrep names them
         "dataset_description.json", ".bidsignore",
     }
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert expected <= files and len(files) == 2 + 3 * 7
+    assert expected <= files and len(files) == 2 + 3 * 7 + 3
     # every file is a schema-valid derivative name or listed in .bidsignore
     loaded = schema.load_schema()
     regexes = [r for group in (loaded.rules.files.common, loaded.rules.files.raw)
@@ -182,11 +185,13 @@ def test_rerun_skips_finished_participants_and_redoes_unfinished_ones(dataset, d
     before = mask.stat().st_mtime_ns
     stats = next((out / f"sub-{second}").rglob("*_stats.tsv"))
     stats.unlink()  # as a kill between two files would leave it
+    (out / f"sub-{first}_ses-2.html").unlink()
     capsys.readouterr()
     assert bids_cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert f"skip sub-{first}: finished" in printed and f"sub-{second}_acq-3d_run-1: " in printed
     assert stats.is_file() and mask.stat().st_mtime_ns == before
+    assert (out / f"sub-{first}_ses-2.html").is_file()  # a finished participant's missing page is written again
     assert bids_cli.main(argv + ["--overwrite"]) == 0
     assert "skip sub-" not in capsys.readouterr().out and mask.stat().st_mtime_ns != before
 
@@ -205,6 +210,7 @@ def test_a_failing_participant_is_reported_and_the_others_go_on(dataset, derivat
     assert f"error: 1 participants failed: sub-{second}" in err
     assert len(list((out / f"sub-{first}").rglob("*_mask.nii.gz"))) == 2
     assert not (out / f"sub-{second}").exists()
+    assert "truncated or corrupt voxel data" in (out / f"sub-{second}.html").read_text()  # the page warns
 
 
 def test_group_level_tables_and_metrics(dataset, derivative, tmp_path, capsys):
@@ -233,8 +239,15 @@ def test_group_level_tables_and_metrics(dataset, derivative, tmp_path, capsys):
     assert float(metrics[2]["dice"]) == pytest.approx(evaluate_pair(reference, prediction)["dice"])
     assert (out / "group_metrics_boxplot.png").stat().st_size > 0
     assert "centre Philips 3T" in (out / "group_metrics.md").read_text()
+    page = (out / "group_report.html").read_text()
+    assert page.count('<table class="sortable" data-rows="3">') == 2  # the lesion table and the per-scan metrics
+    assert all(row["scan"] in page for row in rows) and "data:image/png;base64," in page
     assert bids_cli.main([str(root), str(out), "group"]) == 2
     assert "group_lesions.tsv: output exists; pass --overwrite" in capsys.readouterr().err
+    (out / "group_lesions.tsv").unlink()
+    (out / "group_lesions.json").unlink()
+    assert bids_cli.main([str(root), str(out), "group"]) == 2  # the page alone refuses too
+    assert "group_report.html: output exists; pass --overwrite" in capsys.readouterr().err
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, derivative, tmp_path):
@@ -286,3 +299,76 @@ def test_participant_level_with_an_ensemble_of_identical_members(dataset, traine
     generated = description["GeneratedBy"][0]
     assert hashlib.sha256("\n".join(shas).encode()).hexdigest() in generated["Description"]
     assert str(copy.resolve()) in generated["Description"]
+
+
+@pytest.fixture(scope="module")
+def runs_dataset(dataset, tmp_path_factory):
+    """``(root, first, second)``: the BIDS phantom with two sessions and two runs: ``first``'s ses-2
+    holds run-1 and run-2, ``second`` acq-3d_run-1 and acq-3d_run-2 (copies: repeat scans)."""
+    source, first, second = dataset
+    root = tmp_path_factory.mktemp("runs") / "bids"
+    shutil.copytree(source, root)
+    anat = root / f"sub-{first}" / "ses-2" / "anat"
+    for path in sorted(anat.glob("*_FLAIR.*")):
+        for run in (1, 2):
+            shutil.copyfile(path, anat / path.name.replace("_FLAIR", f"_run-{run}_FLAIR"))
+        path.unlink()
+    anat = root / f"sub-{second}" / "anat"
+    for path in sorted(anat.glob("*_run-1_FLAIR.*")):
+        shutil.copyfile(path, anat / path.name.replace("_run-1_", "_run-2_"))
+    return root, first, second
+
+
+def test_every_run_is_segmented_and_named_by_its_entities(runs_dataset, derivative, tmp_path, capsys):
+    """Two sessions and two runs: participant and group take every FLAIR (no --run needed), the
+    outputs carry each FLAIR's entities (read back with pybids), --run narrows the choice, and
+    training still refuses the ambiguity, naming the flag."""
+    import bids as pybids
+
+    root, first, second = runs_dataset
+    model = derivative[1][4]
+    out = tmp_path / "deriv"
+    assert bids_cli.main([str(root), str(out), "participant", "--model", model, "--participant_label", first, second,
+                          "--threshold", "1e-4"]) == 0
+    scans = {f"sub-{first}_ses-1", f"sub-{first}_ses-2_run-1", f"sub-{first}_ses-2_run-2",
+             f"sub-{second}_acq-3d_run-1", f"sub-{second}_acq-3d_run-2"}
+    printed = capsys.readouterr().out
+    assert all(f"{scan}: " in printed for scan in scans)
+    layout = pybids.BIDSLayout(out, validate=False, is_derivative=True)
+    masks = layout.get(suffix="mask", extension=".nii.gz")
+    assert len(masks) == 5 and {f.filename.split("_space-")[0] for f in masks} == scans
+    assert {(f.entities["subject"], f.entities.get("session"), f.entities.get("acquisition"), f.entities.get("run"))
+            for f in masks} == {(first, "1", None, None), (first, "2", None, 1), (first, "2", None, 2),
+                                (second, None, "3d", 1), (second, None, "3d", 2)}
+    assert all(f.entities["space"] == "orig" and f.entities["label"] == "lesion" for f in masks)
+    assert len(layout.get(suffix="mask", extension=".json")) == 5
+    assert len(layout.get(run=2, suffix="mask", extension=".nii.gz")) == 2
+    assert len(list(out.rglob("*_desc-lesions_stats.tsv"))) == len(list(out.rglob("*_desc-qc_FLAIR.png"))) == 5
+    # one page per participant and session; both runs on the session's page
+    assert sorted(p.name for p in out.glob("*.html")) == sorted([f"sub-{first}_ses-1.html", f"sub-{first}_ses-2.html",
+                                                                  f"sub-{second}.html"])
+    page = (out / f"sub-{first}_ses-2.html").read_text()
+    assert f"sub-{first}_ses-2_run-1" in page and f"sub-{first}_ses-2_run-2" in page and f"sub-{first}_ses-1" not in page
+    assert page.count("data:image/png;base64,") == 2 and "model trained on the phantom only" in page
+    # the group level: one row per FLAIR
+    assert bids_cli.main([str(root), str(out), "group", "--masks-from", "consensus"]) == 0
+    with (out / "group_lesions.tsv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert sorted(row["scan"] for row in rows) == sorted(scans)
+    with (out / "group_metrics.tsv").open(newline="") as handle:
+        assert sorted(row["patient"] for row in csv.DictReader(handle, delimiter="\t")) == sorted(scans)
+    # --run narrows the choice: run 2 only (first's ses-1, without runs, has none)
+    narrowed = tmp_path / "run2"
+    capsys.readouterr()
+    assert bids_cli.main([str(root), str(narrowed), "participant", "--model", model, "--participant-label", first,
+                          second, "--run", "2", "--threshold", "1e-4"]) == 0
+    assert sorted(p.name.split("_space-")[0] for p in narrowed.rglob("*_mask.nii.gz")) == [
+        f"sub-{first}_ses-2_run-2", f"sub-{second}_acq-3d_run-2"]
+    assert bids_cli.main([str(root), str(tmp_path / "acq"), "participant", "--model", model, "--participant-label",
+                          second, "--acq", "3d", "--threshold", "1e-4"]) == 0
+    assert len(list((tmp_path / "acq").rglob("*_mask.nii.gz"))) == 2
+    # training needs one scan per subject and session: the ambiguity is refused, naming the flag
+    capsys.readouterr()
+    assert train_cli.main(["--fold", "0", "--data", str(root), "--masks-from", "consensus", "--out", str(tmp_path / "t"),
+                           *TRAIN_FLAGS]) == 2
+    assert "2 FLAIR images match" in capsys.readouterr().err and not (tmp_path / "t").exists()

@@ -274,7 +274,8 @@ def test_evaluate_outputs_get_the_umask_modes(inputs, tmp_path, capsys, mask):
         os.umask(previous)
     assert code == 0
     written = {str(p.relative_to(tmp_path / "ev")): p.stat().st_mode & 0o777 for p in (tmp_path / "ev").rglob("*")}
-    assert sorted(written) == ["boxplot.png", "evaluation.json", "metrics.csv", "qc", "qc/ref.png", "summary.md"]
+    assert sorted(written) == ["boxplot.png", "evaluation.json", "metrics.csv", "qc", "qc/ref.png", "report.html",
+                               "summary.md"]
     assert written == {name: (0o777 if name == "qc" else 0o666) & ~mask for name in written}
     assert (tmp_path / "ev").stat().st_mode & 0o777 == 0o777 & ~mask
     assert _digest(folder) == before

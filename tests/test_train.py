@@ -345,6 +345,10 @@ def test_crossval_summary_and_predict_cli(trained, tmp_path, capsys):
     assert "| dice (planar3d) | " in summary and f"{dice.mean():.2f} ± {dice.std():.2f} (n=3) |" in summary
     assert "built-in phantom (NOT MSSEG-2016)" in summary
     assert (out / "boxplot.png").stat().st_size > 0
+    page = (out / "report.html").read_text()  # beside summary.md: its tables, the figures, the test scans' overlays
+    overlays = len(list((out / "fold_2" / "overlays").glob("*.png")))
+    assert overlays and page.count("data:image/png;base64,") == 2 + overlays  # box plot, curves, overlays
+    assert "model trained on the phantom only" in page and all(r["patient"] in page for r in rows)
     with (out / "results.csv").open() as handle:
         assert [r["patient"] for r in csv.DictReader(handle)] == [r["patient"] for r in rows]
 
@@ -408,8 +412,12 @@ def test_predict_folder_mode_continues_past_a_bad_file(trained, tmp_path, capsys
         assert (output / f"{record.patient_id}_mask.nii.gz").is_file()
     with (output / "lesion_summary.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 2
+    page = (output / "report.html").read_text()  # the failure first, every scan in the table, the phantom model
+    assert "broken: segmentation failed" in page and "model trained on the phantom only" in page
+    assert '<table class="sortable" data-rows="3">' in page and all(r.patient_id in page for r in records)
     assert predict_cli.main(["--model", str(out / "fold_2" / "best.keras"), "--input", str(folder), "--output", str(output), "--no-qc"]) == 1
     assert "skip" in capsys.readouterr().out
+    assert all(r.patient_id in (output / "report.html").read_text() for r in records)  # skipped scans stay on the page
 
 
 def test_missing_weights_stop_before_anything_is_written(home, tmp_path, monkeypatch, capsys):

@@ -1,8 +1,9 @@
 """planar3d as a BIDS App: ``python -m planar3d.bids BIDS_DIR OUTPUT_DIR participant|group``.
 
 ``participant`` segments every FLAIR of the chosen participants (``--participant-label``,
-``--session-label``; ``--acq``/``--run`` pick one FLAIR where there are several) with a
-trained model and writes a BIDS derivative dataset::
+``--session-label``; every run and acquisition, each named by its ``acq-``/``run-`` entities;
+``--acq``/``--run`` narrow the choice) with a trained model and writes a BIDS derivative
+dataset::
 
     OUTPUT_DIR/dataset_description.json       DatasetType derivative, GeneratedBy, SourceDatasets
     OUTPUT_DIR/.bidsignore                    the files outside the specification (below)
@@ -11,6 +12,8 @@ trained model and writes a BIDS derivative dataset::
         ..._space-orig_label-lesion_probseg.nii.gz (+ .json)                   with --probseg
         ..._desc-lesions_stats.tsv (+ .json describing the columns)            one row per lesion
     OUTPUT_DIR/sub-01/figures/sub-01_[ses-x_]..._desc-qc_FLAIR.png             QC picture
+    OUTPUT_DIR/sub-01[_ses-x].html     the participant's (session's) HTML report: mosaics, lesion
+                                       tables, totals, model, command, versions (as fMRIPrep names them)
 
 ``space-orig``: the outputs lie on the input FLAIR's own grid (its affine, qform and sform).
 A participant whose outputs all exist is skipped unless ``--overwrite``; a scan left
@@ -19,7 +22,8 @@ is reported and the others go on; the exit status is 1 at the end if any failed,
 input (one line, nothing written).
 
 ``group`` reads the participant outputs and writes ``group_lesions.tsv`` (one row per
-participant and session: lesion count and volume in ml, with a JSON sidecar) and, where
+FLAIR scan: lesion count and volume in ml, with a JSON sidecar), ``group_report.html`` (the
+table, a plot, the metrics) and, where
 reference lesion masks exist (``--masks-from PIPELINE`` or beside the raw scans, as
 :mod:`planar3d.io.bids` finds them), the MSSEG-2016 metrics of :mod:`planar3d.evaluation.evaluate`:
 ``group_metrics.tsv`` (+ .json), ``group_metrics.md`` (mean ± sd per centre) and
@@ -39,18 +43,29 @@ from pathlib import Path
 from typing import Sequence
 
 from planar3d import __version__
-from planar3d.apps.predict import inference_config, load_members, member_files, segment_scan, select_device
+from planar3d.apps.predict import (
+    check_calibration,
+    inference_config,
+    load_members,
+    member_files,
+    member_settings,
+    segment_scan,
+    select_device,
+)
+from planar3d.apps.report_pages import write_group_report, write_participant_report
 from planar3d.atomic import check_destinations, write_rows, write_text_atomic
 from planar3d.config import Config
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.evaluation.evaluate import evaluate_pair
+from planar3d.evaluation.html_report import model_info
 from planar3d.evaluation.metrics import MSSEG_KEYS
 from planar3d.evaluation.reference import paper_table2
 from planar3d.evaluation.reports import evaluation_summary_markdown as summary_markdown
 from planar3d.io.bids import BIDS_VERSION, BidsScan, find_bids_scans, format_name, read_json
 from planar3d.io.nifti import save_nifti
 
-__all__ = ["AppResult", "GROUP_COLUMNS", "STATS_COLUMNS", "output_paths", "run_group", "run_participant"]
+__all__ = ["AppResult", "GROUP_COLUMNS", "GROUP_REPORT", "STATS_COLUMNS", "output_paths", "report_path", "run_group",
+           "run_participant"]
 
 
 _DESCRIPTION = "dataset_description.json"
@@ -59,7 +74,11 @@ _DESCRIPTION = "dataset_description.json"
 _PIPELINE = "planar3d"
 
 
-_BIDSIGNORE = "*_stats.tsv\n*_stats.json\nfigures/\ngroup_*\n"
+_BIDSIGNORE = "*_stats.tsv\n*_stats.json\nfigures/\ngroup_*\n*.html\n"
+
+
+#: The group level's HTML page, in OUTPUT_DIR.
+GROUP_REPORT = "group_report.html"
 
 
 #: Columns of ``*_desc-lesions_stats.tsv`` (from :func:`planar3d.evaluation.lesions.lesion_table`), as the
@@ -81,7 +100,7 @@ STATS_COLUMNS = {
 GROUP_COLUMNS = {
     "participant_id": {"Description": "participant, as in participants.tsv"},
     "session_id": {"Description": "session, n/a without sessions"},
-    "scan": {"Description": "the entities of the segmented FLAIR image"},
+    "scan": {"Description": "the entities of the segmented FLAIR image (one row per FLAIR: every run and acquisition)"},
     "n_lesions": {"Description": "number of lesions (6-connected components) of the predicted mask"},
     "lesion_volume_ml": {"Description": "total predicted lesion volume", "Units": "ml"},
 }
@@ -115,6 +134,12 @@ def output_paths(scan: BidsScan, output_dir: str | Path, probseg: bool = False) 
     return paths
 
 
+def report_path(scan: BidsScan, output_dir: str | Path) -> Path:
+    """The HTML page of a scan's participant and session: ``OUTPUT_DIR/sub-<label>[_ses-<label>].html``
+    (fMRIPrep's names for its per-subject and per-session reports); every run of the session is on it."""
+    return Path(output_dir) / format_name({k: v for k, v in scan.entities.items() if k in ("sub", "ses")}, None, ".html")
+
+
 def run_participant(
     bids_dir: str | Path,
     output_dir: str | Path,
@@ -142,7 +167,8 @@ def run_participant(
         config: inference settings; default: the model's run config with ``overrides``
             (``threshold``, ``threshold_rule``, ``blend``, ``tta``, ``stride``, ``crop``,
             ``precision``; None = keep).
-        participant_label, session_label, acq, run: as :func:`planar3d.io.bids.find_bids_scans`.
+        participant_label, session_label, acq, run: as :func:`planar3d.io.bids.find_bids_scans`;
+            every FLAIR that matches is segmented (several runs: several scans).
         probseg: also write the probability maps.
         overwrite: redo finished participants and replace a dataset description made
             with another model.
@@ -158,7 +184,7 @@ def run_participant(
     """
     bids_dir, output_dir = Path(bids_dir), Path(output_dir)
     # check everything before TensorFlow loads and anything is written
-    scans = find_bids_scans(bids_dir, participant_label, session_label, acq=acq, run=run)
+    scans = find_bids_scans(bids_dir, participant_label, session_label, acq=acq, run=run, every_flair=True)
     _check_output_dir(bids_dir, output_dir)
     check_destinations(folders=[output_dir])
     files = member_files(model if isinstance(model, (list, tuple)) else [model])
@@ -169,18 +195,21 @@ def run_participant(
     # an ensemble's identity: the hash of its members' hashes, in order
     model_sha = shas[0] if len(files) == 1 else hashlib.sha256("\n".join(shas).encode()).hexdigest()
     model = files[0] if len(files) == 1 else files
+    command = command or "python -m planar3d.bids " + shlex.join(sys.argv[1:])
     description = _description(bids_dir, model, model_sha, command)
     _check_description(output_dir, model_sha, overwrite)
+    facts = model_info(files, shas)
 
     config = config or inference_config(files[0], **(overrides or {}))
+    check_calibration(files, config)
     select_device(device)
     loaded = load_members(files)
+    member_settings(loaded if isinstance(loaded, list) else [loaded], config, announce=True)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     if overwrite or not (output_dir / _DESCRIPTION).is_file():
         write_text_atomic(output_dir / _DESCRIPTION, json.dumps(description, indent=2) + "\n")
-    if not (output_dir / ".bidsignore").is_file():
-        write_text_atomic(output_dir / ".bidsignore", _BIDSIGNORE)
+    _write_bidsignore(output_dir / ".bidsignore")
 
     result = AppResult()
     by_participant: dict[str, list[BidsScan]] = {}
@@ -191,7 +220,9 @@ def run_participant(
         if not todo:
             print(f"skip {participant}: finished in {output_dir / participant} (pass --overwrite to redo)")
             result.skipped.append(participant)
+            _write_pages(own, output_dir, [], facts, command, missing_only=True)
             continue
+        failures = []
         try:
             for scan in todo:
                 summary = _segment(loaded, scan, bids_dir, output_dir, config, model, model_sha, probseg, batch_size)
@@ -199,9 +230,37 @@ def run_participant(
         except (Planar3DError, OSError) as error:
             print(f"error: {participant}: {error}", file=sys.stderr)
             result.failed[participant] = str(error)
-            continue
-        result.done.append(participant)
+            failures.append(f"failed at {scan.prefix}: {error}")
+        _write_pages(own, output_dir, failures, facts, command)
+        if not failures:
+            result.done.append(participant)
     return result
+
+
+def _write_pages(scans: Sequence[BidsScan], output_dir: Path, failures: Sequence[str], model: dict, command: str,
+                 missing_only: bool = False) -> None:
+    """One HTML page per session of a participant's scans (:func:`report_path`); a page that cannot be
+    written is reported on stderr (the segmentations stand)."""
+    pages: dict[Path, list[BidsScan]] = {}
+    for scan in scans:
+        pages.setdefault(report_path(scan, output_dir), []).append(scan)
+    for path, own in pages.items():
+        if missing_only and path.is_file():
+            continue
+        paths = [output_paths(scan, output_dir) for scan in own]
+        entries = [{"name": scan.prefix, "flair": scan.flair, "qc": p["qc"], "stats": p["stats"]} for scan, p in zip(own, paths)]
+        try:
+            write_participant_report(path, path.stem.replace("_", " "), entries, failures, model, command)
+        except (Planar3DError, OSError) as error:
+            print(f"error: {path}: report not written ({error})", file=sys.stderr)
+
+
+def _write_bidsignore(path: Path) -> None:
+    """``.bidsignore`` with the lines of :data:`_BIDSIGNORE` (kept: lines already there)."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    missing = [line for line in _BIDSIGNORE.splitlines() if line not in lines]
+    if missing:
+        write_text_atomic(path, "\n".join([*lines, *missing]) + "\n")
 
 
 def _segment(model, scan: BidsScan, bids_dir: Path, output_dir: Path, config: Config, model_path: Path,
@@ -281,7 +340,6 @@ def _description(bids_dir: Path, model: Path, model_sha: str | None, command: st
         dataset["DOI"] = str(source["DatasetDOI"])
     if source.get("DatasetVersion"):
         dataset["Version"] = str(source["DatasetVersion"])
-    command = command or "python -m planar3d.bids " + shlex.join(sys.argv[1:])
     return {
         "Name": f"planar3d lesion segmentations of {source.get('Name', bids_dir.name)}",
         "BIDSVersion": BIDS_VERSION,
@@ -315,8 +373,12 @@ def run_group(
     run: int | None = None,
     centre_column: str | None = None,
     overwrite: bool = False,
+    command: str | None = None,
 ) -> dict:
-    """Gather the participant outputs into group tables (and metrics, with references).
+    """Gather the participant outputs into group tables (and metrics, with references) and
+    :data:`GROUP_REPORT`, one row per FLAIR (every run; ``acq``/``run`` narrow the choice).
+
+    ``command`` is the command line the page records (default ``sys.argv``).
 
     Returns:
         ``{"lesions": rows of group_lesions.tsv, "metrics": rows of group_metrics.tsv,
@@ -330,11 +392,11 @@ def run_group(
 
     bids_dir, output_dir = Path(bids_dir), Path(output_dir)
     scans = find_bids_scans(bids_dir, participant_label, session_label, acq=acq, run=run, masks_from=masks_from,
-                            centre_column=centre_column)
+                            centre_column=centre_column, every_flair=True)
     description = output_dir / _DESCRIPTION
     if not description.is_file() or _PIPELINE not in json.dumps(read_json(description).get("GeneratedBy", [])):
         raise InputFileError(output_dir, "holds no planar3d participant outputs; run the participant level first")
-    names = ["group_lesions.tsv", "group_lesions.json"]
+    names = ["group_lesions.tsv", "group_lesions.json", GROUP_REPORT]
     if any(scan.mask is not None for scan in scans):
         names += ["group_metrics.tsv", "group_metrics.json", "group_metrics.md", "group_metrics_boxplot.png"]
     check_destinations([output_dir / name for name in names], overwrite=overwrite)
@@ -372,7 +434,22 @@ def run_group(
         plot_metric_boxplots(metrics, metrics=("dice", "sensitivity", "ppv", "lesion_f1"), by="centre",
                              path=output_dir / "group_metrics_boxplot.png",
                              title=f"planar3d: {len(metrics)} scans", paper=paper_table2())
+    model = model_info(_described_models(read_json(description)))
+    write_group_report(output_dir / GROUP_REPORT, lesions, metrics, missing,
+                       (output_dir / "group_metrics.md").read_text(encoding="utf-8") if metrics else None,
+                       output_dir / "group_metrics_boxplot.png" if metrics else None, model,
+                       command or "python -m planar3d.bids " + shlex.join(sys.argv[1:]))
     return {"lesions": lesions, "metrics": metrics, "missing": missing}
+
+
+def _described_models(description: dict) -> list[str]:
+    """The model files named in a planar3d ``dataset_description.json`` (``Model: a; b (sha256 ...)``)."""
+    for generated in description.get("GeneratedBy", []):
+        if isinstance(generated, dict) and generated.get("Name") == _PIPELINE:
+            found = re.search(r"Model: (.*?) \(sha256 ", str(generated.get("Description", "")))
+            if found:
+                return found.group(1).split("; ")
+    return []
 
 
 def _write_tsv(path: Path, rows: Sequence[dict]) -> None:

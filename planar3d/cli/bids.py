@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 from planar3d import __version__
-from planar3d.apps.bids import run_group, run_participant
+from planar3d.apps.bids import GROUP_REPORT, run_group, run_participant
 from planar3d.cli.common import add_bids_flags, add_segment_flags, make_parser, run_cli
 from planar3d.errors import Planar3DError
 
@@ -17,8 +18,10 @@ __all__ = []
 
 @run_cli
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser("planar3d as a BIDS App: segment MS lesions in the FLAIR scans of a BIDS dataset "
-                         "(participant) or gather the results (group).", "planar3d.bids")
+    parser = make_parser("planar3d as a BIDS App: segment MS lesions in every FLAIR scan of a BIDS dataset (every "
+                         "run and acquisition; --acq/--run narrow the choice) and write one HTML report per participant "
+                         "and session (participant), or gather the results into tables and group_report.html (group).",
+                         "planar3d.bids")
     parser.add_argument("bids_dir", help="the BIDS dataset (holding dataset_description.json)")
     parser.add_argument("output_dir", help="the derivative dataset to write (e.g. BIDS_DIR/derivatives/planar3d)")
     parser.add_argument("analysis_level", choices=("participant", "group"), help="participant: segment; group: tables")
@@ -40,22 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     selection = dict(participant_label=args.participant_label, session_label=args.session_label, acq=args.acq, run=args.run)
     if args.analysis_level == "group":
         result = run_group(args.bids_dir, args.output_dir, masks_from=args.masks_from, centre_column=args.centre_column,
-                           overwrite=args.overwrite, **selection)
+                           overwrite=args.overwrite, command=command, **selection)
         print(f"group_lesions.tsv: {len(result['lesions'])} scans"
               + (f"; group_metrics.tsv: {len(result['metrics'])} scans with references" if result["metrics"] else "")
-              + f" -> {args.output_dir}")
+              + f" -> {args.output_dir}\nreport: {Path(args.output_dir) / GROUP_REPORT}")
         return 0
     if not args.model:
         raise Planar3DError("the participant level needs --model (a trained best.keras)")
     if args.masks_from or args.centre_column:
         raise Planar3DError("--masks-from and --centre-column belong to the group level (references, centres)")
     overrides = dict(threshold=args.threshold, threshold_rule=args.threshold_rule, blend=args.blend, tta=args.tta,
-                     stride=args.stride, crop=args.crop, precision=args.precision)
+                     stride=args.stride, crop=args.crop, precision=args.precision,
+                     calibration=args.calibration)
     result = run_participant(args.bids_dir, args.output_dir, args.model, probseg=args.probseg, overwrite=args.overwrite,
                              batch_size=args.batch_size, command=command, overrides=overrides, device=args.device,
                              **selection)
     print(f"participants: {len(result.done)} done, {len(result.skipped)} skipped (finished), {len(result.failed)} failed"
-          f" -> {args.output_dir}")
+          f" -> {args.output_dir} (reports: sub-<label>[_ses-<label>].html)")
     if result.failed:
         print(f"error: {len(result.failed)} participants failed: {', '.join(result.failed)}", file=sys.stderr)
         return 1

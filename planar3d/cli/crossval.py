@@ -33,7 +33,7 @@ def _report(out: Path, states) -> int:
     runs = f"{out}/seed_<s>/fold_<k>/" if seeds else f"{out}/fold_<k>/"
     plots = f" and {out / 'boxplot_seeds.png'}" if seeds else ""
     print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\nbox plot: {out / 'boxplot.png'}{plots}\n"
-          f"per fold (model, masks, curves, overlays): {runs}")
+          f"report: {out / 'report.html'}\nper fold (model, masks, curves, overlays): {runs}")
     for state in missing:
         logs = f"; logs: {', '.join(state.logs)}" if state.logs else ""
         print(f"not finished: {state.task.describe()}: {state.state} ({state.detail}){logs}", file=sys.stderr)

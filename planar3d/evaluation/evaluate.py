@@ -14,7 +14,18 @@ prediction, i.e. inside a prediction folder or in a prediction file's folder):
 * ``boxplot.png``: per-centre box plots of Dice, sensitivity, PPV and lesion F1;
 * ``qc/<id>.png``: the FLAIR with the predicted (red) and reference (green, both: yellow)
   lesions in the three planes through the largest predicted lesion (unless ``--no-qc``);
-* ``evaluation.json``: the effective arguments, the evaluated pairs and any problems.
+* ``evaluation.json``: the effective arguments, the evaluated pairs and any problems;
+* ``report.html``: one self-contained page (:mod:`planar3d.evaluation.html_report`): the
+  summary, the per-scan table (sortable), the box plot and the QC pictures, problems first.
+
+With ``--probabilities`` (a probability map file, or a folder matched by patient id as the
+predictions: ``<id>_prob.nii.gz``, ``<id>_probabilities.nii.gz``, ...) each row also
+gets the calibration and uncertainty columns of :mod:`planar3d.evaluation.calibration` (ECE,
+Brier score, nDSC, R-AUC, lesion AUROC of the mean probability and of the mean uncertainty),
+``reliability.png`` shows the reliability diagram of all scans' voxels pooled and
+``summary.md`` a table of them with their definitions. ``--uncertainty`` gives the voxel
+uncertainty maps (file or folder, ``<id>_entropy.nii.gz`` / ``<id>_uncertainty.nii.gz``;
+default: the predictive entropy of the probability). Each map must be on the reference's grid.
 
 Patient ids: a file named generically (``Consensus.nii.gz``, ``mask.nii.gz``,
 ``3DFLAIR.nii.gz``, ...) takes the id of its folder (skipping folder names such as
@@ -48,15 +59,17 @@ import numpy as np
 from planar3d import __version__
 from planar3d.atomic import check_destinations, write_rows, write_text_atomic
 from planar3d.errors import InputFileError, Planar3DError
+from planar3d.evaluation.calibration import CALIBRATION_KEYS, N_BINS, NDSC_R, calibration_metrics, curve_ece, pool_reliability
 from planar3d.evaluation.metrics import MSSEG_KEYS, msseg_metrics
 from planar3d.evaluation.reference import ANIMA_ALPHA, ANIMA_BETA, ANIMA_GAMMA, ANIMA_MIN_LESION_MM3, paper_table2
+from planar3d.evaluation.html_report import write_summary_report
 from planar3d.evaluation.reports import evaluation_summary_markdown
 from planar3d.io.datasets import find_patient_folders, known_dataset
 from planar3d.io.nifti import check_binary, load_nifti, mask_voxels
 
 __all__ = [
     "AFFINE_TOLERANCE", "Evaluation", "check_same_grid", "evaluate", "evaluate_pair", "find_volumes",
-    "load_binary_mask", "match_pairs", "patient_id"
+    "load_binary_mask", "load_probability_map", "load_uncertainty_map", "match_pairs", "patient_id"
 ]
 
 
@@ -73,13 +86,21 @@ _GENERIC_NAMES = {
     "mask": ("consensus", "mask", "seg", "segmentation", "prediction", "pred", "lesions", "lesion_mask",
              "ground_truth", "groundtruth", "gt"),
     "scan": ("3dflair", "flair", "flair_preprocessed"),
+    "probability": ("probability", "probabilities", "prob", "probs", "proba"),
+    "uncertainty": ("uncertainty", "entropy"),
 }
 
 
 _ID_SUFFIXES = {
     "mask": ("_mask", "_pred", "_prediction", "_seg", "_consensus"),
     "scan": ("_flair", "_3dflair"),
+    "probability": ("_prob", "_probs", "_proba", "_probability", "_probabilities"),
+    "uncertainty": ("_uncertainty", "_entropy"),
 }
+
+
+#: Roles whose ids also drop a mask suffix (``<id>_mask_prob.nii.gz``).
+_MAP_ROLES = ("probability", "uncertainty")
 
 
 _GENERIC_FOLDERS = ("masks", "preprocessed_data", "unprocessed_data", "raw_data", "predictions", "anat")
@@ -106,15 +127,16 @@ def _folder_id(path: Path) -> str:
 
 def _check_role(role: str) -> None:
     if role not in _GENERIC_NAMES:
-        raise Planar3DError(f"role must be 'mask' or 'scan'. Received: role={role!r}")
+        raise Planar3DError(f"role must be one of {sorted(_GENERIC_NAMES)}. Received: role={role!r}")
 
 
 def patient_id(path: str | Path, role: str = "mask") -> str:
-    """The patient id of a mask (``role="mask"``) or FLAIR (``role="scan"``) file.
+    """The patient id of a mask (``role="mask"``), FLAIR (``"scan"``) or map file.
 
     Args:
         path: a ``.nii`` or ``.nii.gz`` file (it need not exist).
-        role: ``"mask"`` or ``"scan"``: which generic names and suffixes apply.
+        role: ``"mask"``, ``"scan"``, ``"probability"`` or ``"uncertainty"``: which generic
+            names and suffixes apply (a map's id also drops a mask suffix: ``X_mask_prob`` -> ``X``).
 
     Returns:
         The name of the nearest folder not named like ``Masks`` / ``Preprocessed_Data``
@@ -130,10 +152,11 @@ def patient_id(path: str | Path, role: str = "mask") -> str:
     stem = _name_stem(path)
     if stem.lower() in _GENERIC_NAMES[role]:
         return _folder_id(path)
+    suffixes = _ID_SUFFIXES[role] + (_ID_SUFFIXES["mask"] if role in _MAP_ROLES else ())
     stripped = True
     while stripped:
         stripped = False
-        for suffix in _ID_SUFFIXES[role]:
+        for suffix in suffixes:
             if stem.lower().endswith(suffix) and len(stem) > len(suffix):
                 stem, stripped = stem[: -len(suffix)], True
     return stem
@@ -233,6 +256,114 @@ def check_same_grid(reference_img, img, path: str | Path, reference_path: str | 
         )
 
 
+#: How far outside [0, 1] a stored probability may stray (float rounding) before it is refused.
+PROBABILITY_SLACK = 1e-5
+
+
+def load_probability_map(path: str | Path, reference_img, reference_path: str | Path) -> np.ndarray:
+    """A lesion probability map on the reference's grid.
+
+    Returns:
+        `(i, j, k)` float32 probabilities (file axis order), clipped to [0, 1].
+
+    Raises:
+        InputFileError: as :func:`planar3d.io.nifti.load_nifti`, a grid other than the
+            reference's (:func:`check_same_grid`), or values outside [0, 1] by more than
+            :data:`PROBABILITY_SLACK`.
+    """
+    img = load_nifti(path)
+    check_same_grid(reference_img, img, path, reference_path)
+    data = img.get_fdata(dtype=np.float32)
+    low, high = float(data.min()), float(data.max())
+    if low < -PROBABILITY_SLACK or high > 1 + PROBABILITY_SLACK:
+        raise InputFileError(path, f"not a probability map: values from {low:g} to {high:g}, expected [0, 1]")
+    return np.clip(data, 0.0, 1.0)
+
+
+def load_uncertainty_map(path: str | Path, reference_img, reference_path: str | Path) -> np.ndarray:
+    """A voxel uncertainty map on the reference's grid: `(i, j, k)` float32 (file axis order).
+
+    Raises:
+        InputFileError: as :func:`planar3d.io.nifti.load_nifti` (NaN/Inf included), or a grid
+            other than the reference's.
+    """
+    img = load_nifti(path)
+    check_same_grid(reference_img, img, path, reference_path)
+    return img.get_fdata(dtype=np.float32)
+
+
+def _map_lookup(path: str | Path | None, role: str, single: bool) -> dict[str, Path] | Path | None:
+    """``--probabilities`` / ``--uncertainty``: one file for a single pair, else maps by patient id."""
+    if path is None:
+        return None
+    path = Path(path)
+    return path if single and path.is_file() else find_volumes(path, role=role)
+
+
+def _pair_calibration(key: str, reference_path: Path, reference_img, reference: np.ndarray, prediction: np.ndarray,
+                      maps: dict, n_bins: int, detection: dict) -> tuple[dict, dict[str, str]]:
+    """The calibration columns of one pair (:func:`calibration_metrics`) and the map files used.
+
+    ``maps`` is ``{role: (lookup, source)}`` for ``probability`` and optionally ``uncertainty``.
+
+    Raises:
+        InputFileError: a missing map for ``key``, a bad map, or one on another grid.
+    """
+    paths = {}
+    for role, (found, source) in maps.items():
+        path = found if isinstance(found, Path) else found.get(key)
+        if path is None:
+            raise InputFileError(source, f"no {role} map for patient {key!r}")
+        paths[role] = path
+    probability = load_probability_map(paths["probability"], reference_img, reference_path)
+    uncertainty = None
+    if "uncertainty" in paths:
+        uncertainty = load_uncertainty_map(paths["uncertainty"], reference_img, reference_path)
+    values = calibration_metrics(reference, prediction, probability, uncertainty, _spacing(reference_img), n_bins,
+                                 **detection)
+    return values, {role: str(path) for role, path in paths.items()}
+
+
+def _nan_stats(values: list[float]) -> str:
+    finite = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    if finite.size == 0:
+        return "undefined (n=0)"
+    return f"{finite.mean():.4f} ± {finite.std():.4f} (n={finite.size})"
+
+
+def _calibration_markdown(rows: list[dict], n_bins: int, probabilities: Path, uncertainty: Path | None,
+                          pooled_ece: float) -> str:
+    """The summary's calibration section: definitions, then mean ± std per centre and overall."""
+    source = f"`{uncertainty}`" if uncertainty else "the predictive entropy of the probability (nats)"
+    lines = [
+        "## Calibration and uncertainty", "",
+        f"Probability maps: `{probabilities}`; voxel uncertainty: {source}. Every voxel of the grid counts "
+        "(no brain mask); definitions in `planar3d/evaluation/calibration.py`.", "",
+        f"* `ece`: expected calibration error (Guo et al. 2017) of the lesion probability, {n_bins} equal-width "
+        "bins on [0, 1], right-closed (lo, hi] with 0 in the first, each weighted by its voxel count;",
+        "* `brier`: Brier score, the mean of (probability − reference)² over the voxels;",
+        f"* `ndsc`: normalised Dice of the predicted mask (Malinin et al. 2022, Shifts; r = {NDSC_R:g});",
+        "* `r_auc`: area under the error (1 − nDSC) retention curve: voxels retained by increasing uncertainty, "
+        "the rest replaced by the reference; 200 fractions ln(1..200)/ln(200) as Shifts (lower is better);",
+        "* `lesion_auroc`: AUROC of the mean probability of each predicted lesion separating true from "
+        "false-positive lesions (the detection rule above); `lesion_auroc_uncertainty`: the same with the "
+        "lesion's mean voxel uncertainty (lower = true). Undefined for a scan whose predicted lesions are all "
+        "true or all false: left out of the means (n counts the scans that have it).", "",
+        f"Reliability diagram of all scans' voxels pooled: `reliability.png` (pooled ECE {pooled_ece:.4f}).", "",
+    ]
+    groups = sorted({str(row["centre"]) for row in rows}) + ["overall"]
+    lines += ["| metric | " + " | ".join(f"centre {g}" if g != "overall" else g for g in groups) + " |",
+              "|---|" + "---|" * len(groups)]
+    for key in CALIBRATION_KEYS:
+        cells = [_nan_stats([row[key] for row in rows if g == "overall" or str(row["centre"]) == g]) for g in groups]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _json_curve(curve: dict) -> dict:
+    return {name: [None if not np.isfinite(v) else float(v) for v in values] for name, values in curve.items()}
+
+
 def _spacing(img) -> list[float]:
     return [float(z) for z in img.header.get_zooms()[:3]]
 
@@ -315,7 +446,8 @@ class Evaluation:
     """What :func:`evaluate` did.
 
     Attributes:
-        rows: one dict per evaluated pair: ``patient``, ``centre`` and :data:`MSSEG_KEYS`.
+        rows: one dict per evaluated pair: ``patient``, ``centre`` and :data:`MSSEG_KEYS`
+            (with probability maps also :data:`planar3d.evaluation.calibration.CALIBRATION_KEYS`).
         out: the output folder.
         failures: one-line messages of pairs skipped and overlays drawn without FLAIR.
         reference_only, prediction_only: unmatched patient ids.
@@ -357,6 +489,9 @@ def evaluate(
     gamma: float = ANIMA_GAMMA,
     min_lesion_mm3: float = ANIMA_MIN_LESION_MM3,
     target: str = "auto",
+    probabilities: str | Path | None = None,
+    uncertainty: str | Path | None = None,
+    calibration_bins: int = N_BINS,
 ) -> Evaluation:
     """Evaluate predictions against references; write the CSV, summary, box plot and overlays.
 
@@ -373,6 +508,12 @@ def evaluate(
         overwrite: replace existing outputs.
         alpha, beta, gamma, min_lesion_mm3: lesion detection rule (Anima defaults).
         target: a :data:`planar3d.config.TARGETS` name, for a BRATS reference folder.
+        probabilities: a lesion probability map file, or a folder of them matched by patient
+            id (:func:`patient_id` with ``role="probability"``): adds the calibration columns
+            (:data:`planar3d.evaluation.calibration.CALIBRATION_KEYS`) and ``reliability.png``.
+        uncertainty: voxel uncertainty map file or folder (``role="uncertainty"``), for the
+            R-AUC and the lesion uncertainty AUROC; default the entropy of the probability.
+        calibration_bins: equal-width bins of the ECE and the reliability diagram.
 
     Returns:
         An :class:`Evaluation`. With two files, the pair is evaluated whatever their ids.
@@ -380,13 +521,19 @@ def evaluate(
         fails (bad file, differing grids), reported on stderr and in ``failures``.
 
     Raises:
-        InputFileError: a missing input; with two files, a bad file or differing grids;
-            an existing output without ``overwrite``.
-        Planar3DError: no matched pair, or no pair could be evaluated.
+        InputFileError: a missing input; with two files, a bad file (probability map
+            included) or differing grids; an existing output without ``overwrite``. In folder
+            mode a pair whose map is missing, bad or on another grid is skipped and reported.
+        Planar3DError: no matched pair, no pair could be evaluated, ``uncertainty`` without
+            ``probabilities``, ``calibration_bins`` < 1.
     """
-    from planar3d.evaluation.report_figures import plot_metric_boxplots
+    from planar3d.evaluation.report_figures import plot_metric_boxplots, plot_reliability_diagram
 
     reference, prediction = Path(reference), Path(prediction)
+    if uncertainty is not None and probabilities is None:
+        raise Planar3DError(f"--uncertainty needs --probabilities. Received: uncertainty={uncertainty}")
+    if calibration_bins < 1:
+        raise Planar3DError(f"calibration_bins must be >= 1. Received: calibration_bins={calibration_bins}")
     # match
     single = reference.is_file() and prediction.is_file()
     dataset = _dataset_records(reference, target)
@@ -414,35 +561,47 @@ def evaluate(
     else:
         flairs = _flair_lookup(flair, reference, single)
     detection = {"alpha": alpha, "beta": beta, "gamma": gamma, "min_lesion_mm3": min_lesion_mm3}
+    maps = {role: (_map_lookup(source, role, single), source)
+            for role, source in (("probability", probabilities), ("uncertainty", uncertainty)) if source is not None}
 
     # refuse existing outputs before computing anything
     out = Path(out) if out is not None else _default_out(prediction)
     if out.exists() and not out.is_dir():
         raise InputFileError(out, "output must be a folder")
-    outputs = [out / name for name in ("metrics.csv", "summary.md", "boxplot.png", "evaluation.json")]
+    outputs = [out / name for name in ("metrics.csv", "summary.md", "boxplot.png", "evaluation.json", "report.html")]
     outputs += [out / "qc" / f"{key}.png" for key, _, _ in pairs] if qc else []
+    outputs += [out / "reliability.png"] if maps else []
     check_destinations(outputs, overwrite=overwrite)  # exists, unwritable, below a regular file
 
     # evaluate
-    rows, failures, done = [], [], []
+    rows, failures, done, curves = [], [], [], []
     for key, reference_path, prediction_path in pairs:
         try:
             reference_img, reference_mask, prediction_mask = _load_pair(reference_path, prediction_path, labels.get(key))
             metrics = msseg_metrics(reference_mask, prediction_mask, _spacing(reference_img), **detection)
+            used = {}
+            if maps:
+                calibration, used = _pair_calibration(key, reference_path, reference_img, reference_mask,
+                                                      prediction_mask, maps, calibration_bins, detection)
+                curves.append(calibration.pop("reliability"))
+                metrics.update(calibration)
         except InputFileError as error:
             if single:
                 raise
             print(f"error: {error} (pair skipped)", file=sys.stderr)
             failures.append(str(error))
             continue
-        rows.append({"patient": key, "centre": centres.get(key, key[:2]), **{name: metrics[name] for name in MSSEG_KEYS}})
+        keys = MSSEG_KEYS + (CALIBRATION_KEYS if maps else ())
+        rows.append({"patient": key, "centre": centres.get(key, key[:2]), **{name: metrics[name] for name in keys}})
         print(f"{key}: dice {metrics['dice']:.3f} sensitivity {metrics['sensitivity']:.3f} "
               f"lesion F1 {metrics['lesion_f1']:.3f} ({metrics['n_predicted_lesions']} predicted / "
-              f"{metrics['n_reference_lesions']} reference lesions)")
+              f"{metrics['n_reference_lesions']} reference lesions)"
+              + (f"; ECE {metrics['ece']:.4f} nDSC {metrics['ndsc']:.3f} R-AUC {metrics['r_auc']:.4f} "
+                 f"lesion AUROC {metrics['lesion_auroc']:.3f}" if maps else ""))
         flair_path = flairs if isinstance(flairs, Path) or flairs is None else flairs.get(key)
         missing_flair = flair is not None and flair_path is None
         done.append({"patient": key, "reference": str(reference_path), "prediction": str(prediction_path),
-                     "flair": None if flair_path is None else str(flair_path)})
+                     "flair": None if flair_path is None else str(flair_path), **used})
         if qc:
             problem = _draw_qc(out / "qc" / f"{key}.png", reference_img, reference_mask, prediction_mask,
                                flair_path, reference_path,
@@ -463,11 +622,31 @@ def evaluate(
              f"{ANIMA_ALPHA:g}/{ANIMA_BETA:g}/{ANIMA_GAMMA:g}/{ANIMA_MIN_LESION_MM3:g}).",
              "", "Per-scan values: `metrics.csv`; box plot: `boxplot.png`"
              + ("; overlays: `qc/<id>.png`." if qc else ".")]
-    write_text_atomic(out / "summary.md", evaluation_summary_markdown(rows, title="Evaluation (MSSEG-2016 metrics)", notes=notes))
+    summary = evaluation_summary_markdown(rows, title="Evaluation (MSSEG-2016 metrics)", notes=notes)
+    calibration_record = {}
+    if maps:
+        pooled = pool_reliability(curves)
+        pooled_ece = curve_ece(pooled)
+        summary += "\n" + _calibration_markdown(rows, calibration_bins, Path(probabilities),
+                                                None if uncertainty is None else Path(uncertainty), pooled_ece)
+        plot_reliability_diagram(pooled, path=out / "reliability.png",
+                                 title=f"planar3d evaluation: {len(rows)} scans, pooled ECE {pooled_ece:.4f}")
+        calibration_record = {"probabilities": str(probabilities), "calibration_bins": calibration_bins,
+                              "uncertainty": None if uncertainty is None else str(uncertainty),
+                              "ndsc_r": NDSC_R, "pooled_ece": pooled_ece, "reliability": _json_curve(pooled)}
+    write_text_atomic(out / "summary.md", summary)
     plot_metric_boxplots(rows, metrics=_BOXPLOT_KEYS, by="centre", path=out / "boxplot.png",
                          title=f"planar3d evaluation: {len(rows)} scans", paper=paper_table2())
     record = {"planar3d_version": __version__, "reference": str(reference), "prediction": str(prediction),
               "flair": None if flair is None else str(flair), "qc": qc, **detection, "pairs": done,
-              "failures": failures, "reference_only": reference_only, "prediction_only": prediction_only}
+              "failures": failures, "reference_only": reference_only, "prediction_only": prediction_only,
+              **calibration_record}
     write_text_atomic(out / "evaluation.json", json.dumps(record, indent=2) + "\n")
+    unmatched = [f"unmatched patient ids: reference only {reference_only or 'none'}; prediction only "
+                 f"{prediction_only or 'none'}"] if reference_only or prediction_only else []
+    write_summary_report(out / "report.html", f"planar3d evaluation: {len(rows)} scans", summary, rows,
+                         figures=[(out / "boxplot.png", "per-centre box plots (boxplot.png)")]
+                         + ([(out / "reliability.png", "reliability diagram (reliability.png)")] if maps else []),
+                         qc=[(out / "qc" / f"{row['patient']}.png", row["patient"]) for row in rows] if qc else [],
+                         warnings=[*failures, *unmatched], rows_note="metrics.csv: one row per scan.")
     return Evaluation(rows, out, failures, reference_only, prediction_only)

@@ -3,9 +3,11 @@
 A BIDS dataset root is a folder holding ``dataset_description.json``. Scans are found as
 
 * FLAIR images: ``sub-<label>/[ses-<label>/]anat/sub-<label>[_ses-<label>][_acq-..][_ce-..]
-  [_rec-..][_run-..]_FLAIR.nii[.gz]``. When a subject (or session) has several, the scan is
-  ambiguous and refused, naming the candidates and the flag that picks one (``acq``,
-  ``run``); ``participant_label`` and ``session_label`` select subjects and sessions.
+  [_rec-..][_run-..]_FLAIR.nii[.gz]``. ``every_flair`` (the BIDS App) takes every one of them,
+  each a scan named by its entities; otherwise (training) a subject (or session) with several
+  is ambiguous and refused, naming the candidates and the flag that picks one (``acq``,
+  ``run``). ``acq`` and ``run`` narrow the choice either way; ``participant_label`` and
+  ``session_label`` select subjects and sessions.
 * lesion masks, binary (0/1) on the FLAIR's own grid, in this order of search:
 
   1. in the derivatives folder named by ``masks_from`` (``derivatives/<PIPELINE>/``, or a
@@ -257,8 +259,9 @@ def find_bids_scans(
     centre_column: str | None = None,
     require_masks: bool = False,
     require_centre: bool = False,
+    every_flair: bool = False,
 ) -> list[BidsScan]:
-    """The FLAIR scans of a BIDS dataset, one per subject and session.
+    """The FLAIR scans of a BIDS dataset: one per subject and session, or every one (``every_flair``).
 
     Args:
         root: the dataset folder (holds ``dataset_description.json``).
@@ -270,6 +273,8 @@ def find_bids_scans(
             scanner from the sidecar.
         require_masks: refuse a scan without a lesion mask (training needs them).
         require_centre: refuse a scan whose centre is unknown.
+        every_flair: take every FLAIR of a subject/session that matches ``acq``/``run`` (several
+            runs or acquisitions are several scans) instead of refusing more than one.
 
     Returns:
         Scans sorted by subject, session and name. Subjects or sessions without a matching
@@ -277,7 +282,8 @@ def find_bids_scans(
         any is an error).
 
     Raises:
-        InputFileError: not a BIDS root, an unknown subject label, ambiguous FLAIR images,
+        InputFileError: not a BIDS root, an unknown subject label, ambiguous FLAIR images
+            (without ``every_flair``),
             a missing masks folder, a missing mask or centre when required, a bad sidecar
             or participants.tsv.
     """
@@ -305,9 +311,10 @@ def find_bids_scans(
             session = folder.name[4:] if folder.name.startswith("ses-") else None
             if sessions_wanted is not None and session not in sessions_wanted:
                 continue
-            flair = _pick_flair(root, folder / "anat", subject, session, acq, run)
-            if flair is not None:
-                found.append(_scan(root, flair, masks_root, require_masks))
+            flairs = _flairs(folder / "anat", subject, session, acq, run)
+            if not every_flair:
+                flairs = _pick_flair(folder / "anat", subject, session, flairs)
+            found += [_scan(root, flair, masks_root, require_masks) for flair in flairs]
         if not found:
             what = "" if acq is None and run is None else f" matching {_criteria(acq, run)}"
             sessions = "" if sessions_wanted is None else f" in sessions {sorted(sessions_wanted)}"
@@ -391,9 +398,9 @@ def _same_run(value: str, run: str | int) -> bool:
         return False
 
 
-def _pick_flair(root: Path, anat: Path, subject: str, session: str | None, acq: str | None,
-                run: str | int | None) -> tuple[Path, BidsName] | None:
-    """The one FLAIR of a subject/session folder matching ``acq``/``run``; None if none."""
+def _flairs(anat: Path, subject: str, session: str | None, acq: str | None,
+            run: str | int | None) -> list[tuple[Path, BidsName]]:
+    """The FLAIR images of a subject/session folder matching ``acq``/``run``, sorted by name."""
     candidates = [
         (path, name) for path, name in _images(anat)
         if name.suffix == "FLAIR" and name.source_suffix is None and name.entities.get("sub") == subject
@@ -403,8 +410,14 @@ def _pick_flair(root: Path, anat: Path, subject: str, session: str | None, acq: 
         candidates = [(p, n) for p, n in candidates if n.entities.get("acq") == str(acq)]
     if run is not None:
         candidates = [(p, n) for p, n in candidates if "run" in n.entities and _same_run(n.entities["run"], run)]
+    return candidates
+
+
+def _pick_flair(anat: Path, subject: str, session: str | None,
+                candidates: list[tuple[Path, BidsName]]) -> list[tuple[Path, BidsName]]:
+    """The one FLAIR of :func:`_flairs` (``[]`` if none); several are refused, naming the flags that pick one."""
     if len(candidates) <= 1:
-        return candidates[0] if candidates else None
+        return candidates
     keys = sorted({k for _, n in candidates for k in n.entities
                    if len({n2.entities.get(k) for _, n2 in candidates}) > 1}, key=ENTITY_ORDER.index)
     where = f"sub-{subject}" + (f" ses-{session}" if session else "")

@@ -3,7 +3,8 @@
 Runs the folds of ``--folds`` (default: the preset's) one after another, or one per GPU
 with ``--parallel``; finished folds are reused, so an interrupted cross-validation goes
 on where it stopped. Writes ``results.csv`` (one row per test scan), ``summary.md`` (the
-paper's Table 2 layout with the paper's figures beside ours) and ``boxplot.png``.
+paper's Table 2 layout with the paper's figures beside ours), ``boxplot.png`` and ``report.html``
+(all of it on one self-contained page, :func:`planar3d.runs.grid.write_grid_report`).
 ``--seeds 0 1 2 3 4`` repeats the whole cross-validation per seed in ``seed_<s>/`` folders
 and summarises over seeds (:mod:`planar3d.runs.grid`). ``--launcher local|slurm`` sends one job
 per (seed, fold) to submitit instead (:mod:`planar3d.runs.launch`); ``--gather RUN_DIR`` builds

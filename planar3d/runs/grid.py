@@ -9,7 +9,9 @@ of each seed's figure (the mean over its test scans), never as one run:
 - ``summary.md``: mean ± sd over seeds, per-seed means, per fold and per centre (Table 2
   layout, the paper's figures beside ours);
 - ``boxplot_seeds.png``: per-scan values per seed and over all seeds; ``boxplot.png``: per
-  centre, all seeds pooled.
+  centre, all seeds pooled;
+- ``report.html``: the summary, the figures, the test scans (sortable) and their overlays on one
+  self-contained page (:func:`write_grid_report`; also without seeds).
 
 The standard deviation over seeds is the sample one (``ddof=1``): the seeds are a sample of
 the runs a user could make. With one seed it is reported as ``n/a``.
@@ -31,6 +33,7 @@ from typing import Sequence
 from planar3d.atomic import write_rows, write_text_atomic
 from planar3d.config import Config
 from planar3d.errors import InputFileError, Planar3DError
+from planar3d.evaluation.html_report import model_info, write_summary_report
 from planar3d.evaluation.reference import paper_table2
 from planar3d.evaluation.reports import SUMMARY_KEYS, seeds_summary_markdown
 from planar3d.evaluation.reports import crossval_summary_markdown as summary_markdown
@@ -39,7 +42,7 @@ from planar3d.training.run_folder import read_metrics
 
 __all__ = [
     "GRID_NAME", "JOBS_NAME", "TaskState", "gather", "read_grid", "refuse_other_grid", "read_jobs", "task_states",
-    "write_grid", "write_seed_outputs"
+    "write_grid", "write_grid_report", "write_seed_outputs"
 ]
 
 
@@ -184,7 +187,7 @@ def _status_markdown(states: Sequence[TaskState]) -> list[str]:
 
 
 def gather(out: str | Path) -> tuple[list[dict], list[TaskState]]:
-    """Build ``results.csv``, ``summary.md`` and the box plots from the finished runs of a grid.
+    """Build ``results.csv``, ``summary.md``, the box plots and ``report.html`` from the finished runs of a grid.
 
     Args:
         out: a run folder holding ``grid.json`` (written by ``crossval``).
@@ -218,4 +221,27 @@ def gather(out: str | Path) -> tuple[list[dict], list[TaskState]]:
                              title=f"planar3d {config.preset}: per-scan test metrics", paper=paper_table2())
     else:
         write_seed_outputs(rows, config, out, status=status)
+    write_grid_report(out, rows, states)
     return rows, states
+
+
+def write_grid_report(out: str | Path, rows: Sequence[dict], states: Sequence[TaskState]) -> Path:
+    """``report.html`` beside ``summary.md`` (:func:`planar3d.evaluation.html_report.write_summary_report`):
+    the summary, the box plots, every finished run's learning curves, the per-scan test table, the
+    QC overlays of the test scans (of the first seed only when there are seeds), the models
+    (their training data: a phantom is warned about) and the runs not finished as warnings."""
+    out = Path(out)
+    finished = [s.task for s in states if s.state == "finished"]
+    figures = [(out / name, name) for name in ("boxplot.png", "boxplot_seeds.png") if (out / name).is_file()]
+    figures += [(t.fold_dir / "curves.png", f"{t.describe()}: learning curves") for t in finished
+                if (t.fold_dir / "curves.png").is_file()]
+    first_seed = finished[0].seed if finished else None
+    qc = [(picture, f"{t.describe()}: {picture.stem}") for t in finished if t.seed == first_seed
+          for picture in sorted((t.fold_dir / "overlays").glob("*.png"))]
+    warnings = [f"{s.task.describe()}: {s.state}" + (f" ({s.detail})" if s.detail else "") + " - left out of every figure"
+                for s in states if s.state != "finished"]
+    model = model_info([t.fold_dir / "best.keras" for t in finished])
+    return write_summary_report(out / "report.html", f"planar3d cross-validation: {out.name}",
+                                (out / "summary.md").read_text(encoding="utf-8"), rows, figures=figures, qc=qc,
+                                warnings=warnings, model=model, rows_title="Test scans",
+                                rows_note="results.csv: one row per test scan (and seed).")
