@@ -3,59 +3,31 @@ equal to the Keras model; the refusal when they disagree; the one-line errors of
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
 import numpy as np
 import pytest
+from conftest import skip_without as _skip_without
 
 from planar3d.apps import export as export_app
 from planar3d.cli import export as export_cli
-from planar3d.config import EXPORT_FORMATS, make_config
+from planar3d.config import EXPORT_FORMATS
 from planar3d.errors import Planar3DError
 from planar3d.inference import runtimes
 from planar3d.inference.runtimes import ExportedNetwork, load_runtime
 
-#: format -> the optional packages it needs here (export and check).
-NEEDS = {"savedmodel": (), "onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",)}
 
-
-def _skip_without(fmt: str) -> None:
-    missing = [name for name in NEEDS[fmt] if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(f"{fmt} export needs {', '.join(missing)} (pip install planar3d[{'onnx' if fmt == 'onnx' else fmt}])")
+@pytest.fixture(scope="module")
+def scan(export_scan):
+    """The session's small raw phantom FLAIR (tests/conftest.py)."""
+    return export_scan
 
 
 @pytest.fixture(scope="module")
-def scan(tmp_path_factory):
-    """A small raw phantom FLAIR (14 x 51 x 51), preprocessed to 32^3 by the export's check."""
-    from planar3d.io.phantom import make_phantom_dataset
-
-    return make_phantom_dataset(tmp_path_factory.mktemp("phantom") / "msseg", n_per_centre=1, scale=0.1, seed=0)[0].flair
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory, scan):
-    """A tiny planar res-u-net (16 x 32 x 32, random weights) whose output bias puts the paper's threshold
-    at the median probability inside the head: about half the head is 'lesion', so a changed
-    probability changes the mask."""
-    from planar3d.data.preprocess import preprocess
-    from planar3d.inference.predict import predict_volume
-    from planar3d.io.nifti import load_scan
-    from planar3d.nets.model import build_model
-
-    model = build_model((16, 32, 32, 1), encoder_weights=None, seed=1)
-    volume, _, _ = preprocess(load_scan(scan), size=32)
-    prob = predict_volume(model, volume, crop="auto", precision="float32")
-    median = float(np.median(prob[prob > 0]))
-    kernel, bias = model.get_layer("output").get_weights()
-    threshold = make_config("paper").threshold
-    shift = np.log(threshold / (1 - threshold)) - np.log(median / (1 - median))
-    model.get_layer("output").set_weights([kernel, bias + np.float32(shift)])
-    path = tmp_path_factory.mktemp("model") / "best.keras"
-    model.save(path)
-    return path
+def model_file(export_model_file):
+    """The session's tiny planar res-u-net, threshold at the median probability (tests/conftest.py)."""
+    return export_model_file
 
 
 @pytest.fixture(scope="module")
@@ -63,20 +35,6 @@ def keras_model(model_file):
     from planar3d.nets.load import load_segmentation_model
 
     return load_segmentation_model(model_file)
-
-
-@pytest.fixture(scope="module")
-def exports(model_file, scan, tmp_path_factory):
-    """``exports(fmt)``: the tiny model exported once per format in this module (an export takes 5-20 s)."""
-    done = {}
-
-    def export(fmt: str):
-        if fmt not in done:
-            _skip_without(fmt)
-            done[fmt] = export_app.export_model(model_file, fmt, tmp_path_factory.mktemp("exports") / fmt, check=scan)
-        return done[fmt]
-
-    return export
 
 
 def _window(seed: int = 0) -> np.ndarray:

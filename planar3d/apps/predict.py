@@ -22,7 +22,7 @@ import numpy as np
 
 from planar3d import __version__
 from planar3d.atomic import check_destinations, check_writable, write_rows, write_text_atomic
-from planar3d.config import Config, load_config, make_config
+from planar3d.config import RUNTIMES, Config, load_config, make_config
 from planar3d.data.preprocess import preprocess
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.evaluation.lesions import label_lesions, lesion_summary, lesion_table
@@ -33,6 +33,7 @@ from planar3d.inference.pipeline import (  # no TensorFlow: windows is imported 
 )
 from planar3d.inference.ensemble import ensemble_mean, entropy, member_agreement, mutual_information
 from planar3d.inference.precision import fallback_notice, precision_for_model, resolve_precision
+from planar3d.inference.runtimes import FORMAT_RUNTIMES, METADATA_NAME, load_runtime, missing_extra, read_metadata
 from planar3d.inference.temperature import apply_temperature
 from planar3d.io.datasets import find_dataset, known_dataset
 from planar3d.io.nifti import load_scan, save_nifti
@@ -41,8 +42,9 @@ from planar3d.training.calibrate import CALIBRATION_NAME, calibration_record
 from planar3d.training.classify import class_probabilities, volume_sample
 
 __all__ = [
-    "SUFFIXES", "Segmentation", "check_calibration", "check_not_input", "inference_config", "input_scans", "load_members",
-    "member_files", "member_settings", "model_source", "predict_classes",
+    "SUFFIXES", "Segmentation", "check_calibration", "check_not_input", "check_runtime", "export_config", "inference_config",
+    "input_scans", "is_export", "load_members", "member_files", "member_settings", "model_source", "predict_classes",
+    "runtime_precision",
     "predict_scan", "scan_name", "scan_outputs", "scan_outputs_pairs", "segment_scan", "segment_scans", "select_device",
     "stem", "uncertainty_paths", "write_table",
 ]
@@ -95,15 +97,102 @@ SUFFIXES = (".nii.gz", ".nii")
 
 
 def inference_config(model: str | Path, **overrides) -> Config:
-    """The run's ``config.json`` beside the model (else the paper's), with overrides (None = keep).
+    """The run's ``config.json`` beside the model (else the paper's), or an export folder's
+    settings (:func:`export_config`), with overrides (None = keep).
 
     Raises:
-        InputFileError: a bad ``config.json``.
+        InputFileError: a bad ``config.json`` or ``export.json``.
         Planar3DError: an invalid override.
     """
     saved = Path(model).parent / "config.json"
-    base = load_config(saved) if saved.is_file() else make_config("paper")
+    if is_export(model):
+        base = export_config(read_metadata(model))
+    else:
+        base = load_config(saved) if saved.is_file() else make_config("paper")
     return replace(base, **{k: v for k, v in overrides.items() if v is not None}).validate()
+
+
+def is_export(path: str | Path) -> bool:
+    """True for a ``planar3d export`` folder (an ``export.json`` in it)."""
+    return (Path(path) / METADATA_NAME).is_file()
+
+
+def export_config(metadata: dict) -> Config:
+    """The inference settings an export's ``export.json`` records (window, stride, size, channels,
+    threshold and its rule, recomposition, crop, intensity scaling), the paper's for the rest."""
+    preprocessing = metadata.get("preprocessing") or {}
+    return make_config("paper", **{key: metadata.get(key) for key in ("window", "stride", "size", "channels", "threshold",
+                                                                       "threshold_rule", "blend", "crop")},
+                       robust_normalisation=preprocessing.get("robust_normalisation"))
+
+
+#: runtime -> the optional package it needs (TensorFlow is the core install).
+_RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def runtime_precision(runtime: str, precision: str | None) -> str:
+    """The number format an export runs in: float32 (also for ``auto``: a measured per-machine
+    choice is not made yet), or bfloat16 asked explicitly of OpenVINO (its CPU plugin's hint).
+
+    Raises:
+        Planar3DError: a format the runtime does not offer for an export.
+    """
+    if precision in (None, "auto", "float32"):
+        return "float32"
+    if precision == "bfloat16" and runtime == "openvino":
+        return "bfloat16"
+    offered = "float32 or bfloat16" if runtime == "openvino" else "float32"
+    raise Planar3DError(f"--runtime {runtime} runs an export in {offered}. Received: --precision {precision}")
+
+
+def check_runtime(files: Sequence[Path], runtime: str, config: Config, device: str = "auto") -> bool:
+    """Refuse, before loading anything, a ``--runtime`` that cannot run ``--model``.
+
+    An export folder (``planar3d export --out``) runs in a runtime of its format
+    (:data:`planar3d.inference.runtimes.FORMAT_RUNTIMES`: a SavedModel in ``tensorflow``, ONNX in
+    ``onnxruntime`` or ``openvino``, OpenVINO IR in ``openvino``); a ``.keras`` model or a run folder
+    only in ``tensorflow``.
+
+    Returns:
+        True when ``files`` is one export folder (load it with :func:`load_members` and ``runtime``).
+
+    Raises:
+        Planar3DError: one line: a ``.keras`` model with another runtime (export it first), an
+            export whose format the runtime does not run, the runtime's optional package missing
+            (naming its extra), an ensemble or ``--calibration temperature`` with an export (not
+            supported yet), ``--device gpu`` with a CPU runtime, or a precision it does not offer.
+        InputFileError: an unreadable ``export.json``.
+    """
+    if runtime not in RUNTIMES:
+        raise Planar3DError(f"runtime must be one of {list(RUNTIMES)}. Received: runtime={runtime!r}")
+    exports = [file for file in files if is_export(file)]
+    if not exports:
+        if runtime != "tensorflow":
+            fmt = next(f for f, runtimes in FORMAT_RUNTIMES.items() if runtimes[0] == runtime)
+            raise Planar3DError(f"--runtime {runtime} runs an exported model, not {files[0]}: run planar3d export "
+                                f"--model {files[0]} --format {fmt} --out DIR first, then predict --model DIR")
+        return False
+    if len(files) > 1:
+        raise Planar3DError(f"an ensemble of exported models is not supported yet: give one --model (an export folder "
+                            f"with --runtime, or .keras models with --runtime tensorflow). Received: {len(files)} models")
+    if config.calibration == "temperature":
+        raise Planar3DError("--calibration temperature is not supported with an exported model yet: use the .keras "
+                            "model with --runtime tensorflow, or --calibration none")
+    fmt = read_metadata(files[0])["format"]
+    if runtime not in FORMAT_RUNTIMES[fmt]:
+        raise Planar3DError(f"{files[0]} is a {fmt} export, which runs in {' or '.join(FORMAT_RUNTIMES[fmt])}, not "
+                            f"{runtime}: pass --runtime {FORMAT_RUNTIMES[fmt][0]}")
+    if runtime != "tensorflow" and device == "gpu":
+        raise Planar3DError(f"--runtime {runtime} runs on the CPU here: --device gpu takes --runtime tensorflow")
+    if runtime in _RUNTIME_PACKAGES:
+        import importlib
+
+        try:
+            importlib.import_module(_RUNTIME_PACKAGES[runtime])
+        except ImportError:
+            raise missing_extra(_RUNTIME_PACKAGES[runtime], f"--runtime {runtime}") from None
+    runtime_precision(runtime, config.precision)
+    return True
 
 
 def stem(path: Path) -> str:
@@ -211,8 +300,8 @@ def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int 
 
 
 def member_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The model files named by ``--model``: ``.keras`` files, and run folders (every ``best.keras``
-    below, as ``train``/``crossval`` leave them, sorted).
+    """The model files named by ``--model``: ``.keras`` files, export folders (:func:`is_export`), and
+    run folders (every ``best.keras`` below, as ``train``/``crossval`` leave them, sorted).
 
     Raises:
         InputFileError: a folder without ``best.keras``.
@@ -220,7 +309,7 @@ def member_files(paths: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in paths:
         path = Path(item)
-        if path.is_dir():
+        if path.is_dir() and not is_export(path):
             found = sorted(path.rglob("best.keras"))
             if not found:
                 raise InputFileError(path, "no best.keras below this run folder")
@@ -234,14 +323,18 @@ def member_files(paths: Sequence[str | Path]) -> list[Path]:
 _SOURCES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def load_members(files: Sequence[Path]) -> list:
+def load_members(files: Sequence[Path], runtime: str = "tensorflow", precision: str | None = None) -> list:
     """One model per :func:`member_files` file, or the model itself for one file (not an ensemble).
     Each model's file is remembered (:func:`model_source`), so that :func:`segment_scan` finds its
-    ``calibration.json``.
+    ``calibration.json``. One export folder is opened in ``runtime``
+    (:func:`planar3d.inference.runtimes.load_runtime`, in :func:`runtime_precision` of ``precision``;
+    check it first with :func:`check_runtime`).
 
     Raises:
         InputFileError: a model that does not load or does not segment.
     """
+    if len(files) == 1 and is_export(files[0]):
+        return load_runtime(files[0], runtime, runtime_precision(runtime, precision))
     models = [load_segmentation_model(file) for file in files]
     for model, file in zip(models, files):
         _SOURCES[model] = Path(file)

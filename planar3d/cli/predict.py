@@ -9,6 +9,7 @@ from pathlib import Path
 from planar3d.apps.predict import (
     check_calibration,
     check_not_input,
+    check_runtime,
     inference_config,
     load_members,
     member_files,
@@ -24,6 +25,7 @@ from planar3d.apps.predict import (
 from planar3d.apps.report_pages import write_predict_report
 from planar3d.atomic import check_destinations
 from planar3d.cli.common import add_segment_flags, make_parser, run_cli
+from planar3d.config import RUNTIMES
 from planar3d.errors import Planar3DError
 from planar3d.evaluation.html_report import command_line, model_info
 
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser("Segment MS lesions in raw FLAIR scans with a trained planar3d model.", "planar3d.predict")
     parser.add_argument("--model", required=True, nargs="+",
                         help="trained model (RUN_DIR/fold_k/best.keras); several models or run folders (every "
-                        "best.keras below) make an ensemble whose probabilities are averaged")
+                        "best.keras below) make an ensemble whose probabilities are averaged; or one export folder "
+                        "(planar3d export --out DIR) run by --runtime")
     parser.add_argument("--input", nargs="+", required=True, help="FLAIR .nii/.nii.gz file(s), a folder, or a CSV/TSV list")
     parser.add_argument("--output", required=True, help="mask .nii.gz for one input; a folder for several; "
                         "with a classifier model a .csv of class probabilities (one row per scan)")
@@ -49,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--neurological", action="store_true", help="QC pictures with the patient's left on the image "
                         "left (default: radiological convention, the left on the right)")
     add_segment_flags(parser)
+    parser.add_argument("--runtime", choices=RUNTIMES, default="tensorflow",
+                        help="engine (default: tensorflow, the .keras model or a savedmodel export); onnxruntime "
+                        "(pip install planar3d[onnx]) and openvino (pip install planar3d[openvino]) run an export folder "
+                        "as --model, whose export.json gives window, stride, size, threshold and preprocessing, with "
+                        "the same crop, streamed encoder and kept slices, on the CPU, in float32 (openvino also "
+                        "--precision bfloat16); one model, no --calibration temperature")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar over the windows of a "
                         "single scan, on a terminal only)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them in folder mode, refuse for one scan)")
@@ -57,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     files = member_files(args.model)
     config = inference_config(files[0], **{k: getattr(args, k) for k in ("threshold", "threshold_rule", "blend", "tta", "stride",
                                                                             "crop", "precision", "calibration")})
+    exported = check_runtime(files, args.runtime, config, args.device)
     if config.task == "classification" or args.output.lower().endswith(".csv"):
 
+        if exported:
+            raise Planar3DError(f"{files[0]} is an exported segmentation model: --output takes a mask or a folder")
         select_device(args.device)
         if config.calibration != "none":
             raise Planar3DError("--calibration temperature applies to segmentation models, not to a classifier")
@@ -84,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
                            overwrite=args.overwrite)
     else:  # report.html, as lesion_summary.csv, is rewritten by every run over the folder
         check_destinations([Path(args.output) / "report.html"], folders=[args.output], overwrite=True)
-    select_device(args.device)
-    model = load_members(files)
-    member_settings(model if isinstance(model, list) else [model], config, announce=True)
+    select_device(args.device if args.runtime == "tensorflow" else "cpu")
+    model = load_members(files, args.runtime, config.precision)
+    if not exported:
+        member_settings(model if isinstance(model, list) else [model], config, announce=True)
 
     rows, failures = segment_scans(model, pairs, config, lesion_map=args.lesion_map, report=not args.no_report,
                                    overlay=not args.no_qc, radiological=not args.neurological,
