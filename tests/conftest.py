@@ -40,6 +40,26 @@ def vgg16_weights_path() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_memory_after_each_module():
+    """Drop what a test module's models left in Keras' global state and give the freed heap back
+    to the OS, so that the suite's peak memory is one module's, not the sum of all of them."""
+    yield
+    import gc
+    import sys
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session(free_memory=True)
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:  # another C library (musl)
+            pass
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
@@ -54,6 +74,26 @@ def home(tmp_path_factory, vgg16_weights_path):
         patch.setenv("PLANAR3D_HOME", str(root))
         patch.setenv("PLANAR3D_VGG16_WEIGHTS", str(vgg16_weights_path))
         yield root
+
+
+#: The cheapest phantom run that trains end to end (resuming, reuse, refusals, reproducibility),
+#: as ``make_config("demo", **TINY)`` and as ``python -m planar3d.train`` flags.
+TINY = dict(size=32, epochs=2, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, lr_schedule="constant", phantom_n_per_centre=3)
+TINY_FLAGS = ["--preset", "demo", "--size", "32", "--epochs", "2", "--batch-size", "2", "--patience", "5",
+              "--lr", "1e-3", "--lr-decay", "0", "--lr-schedule", "constant", "--phantom-n-per-centre", "3"]
+
+
+@pytest.fixture(scope="session")
+def tiny_fold_0(home, tmp_path_factory):
+    """Fold 0 of TINY trained once in this process (op determinism on): ``(fold folder, test rows)``.
+    Read-only for the tests that share it (the uninterrupted run of the SIGKILL test, the first
+    run of the reproducibility tests)."""
+    from planar3d.config import make_config
+    from planar3d.training import segment
+
+    out = tmp_path_factory.mktemp("tiny")
+    rows = segment.train_fold(make_config("demo", **TINY), 0, out, verbose=0)
+    return out / "fold_0", rows
 
 
 #: How the OS words a refused write below ``/sys``: ``Operation not permitted`` for root (EPERM),
@@ -81,3 +121,66 @@ def assert_same_sums(actual, desired) -> None:
         np.testing.assert_array_equal(actual, desired)
     else:
         np.testing.assert_allclose(actual, desired, rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- one tiny export per session
+@pytest.fixture(scope="session")
+def export_scan(tmp_path_factory) -> Path:
+    """A small raw phantom FLAIR (14 x 51 x 51), preprocessed to 32^3 by the export's check."""
+    from planar3d.io.phantom import make_phantom_dataset
+
+    return make_phantom_dataset(tmp_path_factory.mktemp("phantom") / "msseg", n_per_centre=1, scale=0.1, seed=0)[0].flair
+
+
+@pytest.fixture(scope="session")
+def export_model_file(tmp_path_factory, export_scan) -> Path:
+    """A tiny planar res-u-net (16 x 32 x 32, random weights) whose output bias puts the paper's threshold
+    at the median probability inside the head: about half the head is 'lesion', so a changed
+    probability changes the mask."""
+    from planar3d.config import make_config
+    from planar3d.data.preprocess import preprocess
+    from planar3d.inference.predict import predict_volume
+    from planar3d.io.nifti import load_scan
+    from planar3d.nets.model import build_model
+
+    model = build_model((16, 32, 32, 1), encoder_weights=None, seed=1)
+    volume, _, _ = preprocess(load_scan(export_scan), size=32)
+    prob = predict_volume(model, volume, crop="auto", precision="float32")
+    median = float(np.median(prob[prob > 0]))
+    kernel, bias = model.get_layer("output").get_weights()
+    threshold = make_config("paper").threshold
+    shift = np.log(threshold / (1 - threshold)) - np.log(median / (1 - median))
+    model.get_layer("output").set_weights([kernel, bias + np.float32(shift)])
+    path = tmp_path_factory.mktemp("model") / "best.keras"
+    model.save(path)
+    return path
+
+
+#: export format -> the optional packages it needs here (export and check).
+EXPORT_NEEDS = {"savedmodel": (), "onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",)}
+
+
+def skip_without(fmt: str) -> None:
+    """Skip a test whose export format's optional packages are not installed."""
+    import importlib.util
+
+    missing = [name for name in EXPORT_NEEDS[fmt] if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"{fmt} export needs {', '.join(missing)} (pip install planar3d[{'onnx' if fmt == 'onnx' else fmt}])")
+
+
+@pytest.fixture(scope="session")
+def exports(export_model_file, export_scan, tmp_path_factory):
+    """``exports(fmt)``: the tiny model exported once per format in the session (an export takes 5-20 s),
+    shared by tests/test_export.py and tests/test_runtime.py."""
+    from planar3d.apps.export import export_model
+
+    done = {}
+
+    def export(fmt: str):
+        if fmt not in done:
+            skip_without(fmt)
+            done[fmt] = export_model(export_model_file, fmt, tmp_path_factory.mktemp("exports") / fmt, check=export_scan)
+        return done[fmt]
+
+    return export

@@ -48,6 +48,7 @@ def _layer_io(model: keras.Model, name: str) -> keras.Model:
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.slow
 def test_planar_without_depth_downsampling_is_the_2d_model_on_every_slice(rng, name):
     model_2d = _model_2d(name)
     model_3d = to_3d(model_2d, "planar", depth_downsampling=False, input_shape=(2, ROWS, ROWS, 3))

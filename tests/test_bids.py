@@ -96,6 +96,7 @@ def _copy(tree: Path, tmp_path: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_train_and_crossval_from_a_bids_root(dataset, trained, capsys):
     root, first, second = dataset
     split = json.loads((trained / "fold_0" / "split.json").read_text())
@@ -116,6 +117,7 @@ def test_train_and_crossval_from_a_bids_root(dataset, trained, capsys):
     assert f"error: {root}: no FLAIR images found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_participant_outputs_are_bids_derivatives_on_the_scan_grid(dataset, derivative):
     from bidsschematools import rules, schema
 
@@ -176,6 +178,7 @@ def test_participant_outputs_are_bids_derivatives_on_the_scan_grid(dataset, deri
     assert np.all((np.asarray(probseg.dataobj) >= sidecar["Threshold"]) == (voxels == 1))
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_participants_and_redoes_unfinished_ones(dataset, derivative, tmp_path, capsys):
     root, first, second = dataset
     out = _copy(derivative[0], tmp_path)
@@ -250,6 +253,7 @@ def test_group_level_tables_and_metrics(dataset, derivative, tmp_path, capsys):
     assert "group_report.html: output exists; pass --overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, derivative, tmp_path):
     root, first, _ = dataset
     model = derivative[1][4]
@@ -276,6 +280,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, derivative, tm
     assert sorted(p.name for p in other.iterdir()) == ["dataset_description.json"]
 
 
+@pytest.mark.slow
 def test_participant_level_with_an_ensemble_of_identical_members(dataset, trained, derivative, tmp_path):
     """Two copies of the model are an ensemble whose masks are the model's exactly; the
     description names both members and their combined hash."""

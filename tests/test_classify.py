@@ -145,6 +145,7 @@ def test_write_labels_round_trip_and_refuses_to_overwrite(tmp_path):
         write_labels(path, {"01A": 0})
 
 
+@pytest.mark.slow
 def test_phantom_target_is_lesion_load_above_the_centres_median(home):
     records = sources.dataset_records(make_config("demo", **TINY))
     labels = lesion_load_labels(records)

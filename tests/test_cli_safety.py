@@ -111,6 +111,7 @@ def test_help_of_every_cli_answers_without_tensorflow():
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_lines_are_hidden(inputs, tmp_path):
     # the real TensorFlow, imported by predict before loading the model
     folder, scan, before = inputs

@@ -179,6 +179,7 @@ def test_detection_flags_reach_the_metrics(tmp_path, pair):
 
 
 # ----------------------------------------------------------------------------- folders
+@pytest.mark.slow
 def test_folder_matching_with_an_unmatched_file(tmp_path, capsys):
     ids = ("01016SACH", "07040DORE", "08002CHJE")
     for k, key in enumerate(ids):
@@ -232,6 +233,7 @@ def test_no_matched_pair_is_an_error(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- CLI
+@pytest.mark.slow
 def test_cli_exit_codes_and_existing_outputs(tmp_path, pair, capsys):
     reference, prediction = pair
     argv = ["--reference", str(reference), "--prediction", str(prediction), "--out", str(tmp_path / "ev")]
@@ -268,6 +270,7 @@ def test_cli_missing_input_and_bad_flag(tmp_path, pair, capsys):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow
 def test_flair_option_and_a_flair_on_another_grid(tmp_path, pair, capsys):
     reference, prediction = pair
     good = _save(REFERENCE * 100.0 + 5.0, tmp_path / "scans" / "01016SACH_flair.nii.gz")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -129,10 +130,13 @@ def test_crossval_over_two_seeds_then_train_reuses_them(none_grid, capsys):
 
 @pytest.mark.slow
 def test_local_jobs_failed_run_reported_resubmitted_alone_and_equal_to_in_process(none_grid, tmp_path, capsys):
-    """submitit's local executor runs the grid as 4 job processes; one fold's run folder holds bad
-    data (an unreadable config.json), so its job fails; gather names it and its log; after the fix
-    the same command submits that job alone, and the table equals the in-process run's."""
+    """submitit's local executor runs the grid's unfinished runs as job processes: seed 0's two
+    finished runs are copied from the in-process grid (so only seed 1 is trained here); one
+    fold's run folder holds bad data (an unreadable config.json), so its job fails; gather names
+    it and its log; after the fix the same command submits that job alone, and the table equals
+    the in-process run's."""
     out = tmp_path / "run"
+    shutil.copytree(none_grid / "seed_0", out / "seed_0")
     bad = out / "seed_1" / "fold_1" / "config.json"
     bad.parent.mkdir(parents=True)
     bad.write_text("{truncated")
@@ -140,8 +144,8 @@ def test_local_jobs_failed_run_reported_resubmitted_alone_and_equal_to_in_proces
     assert crossval_cli.main(command) == 1
     err = capsys.readouterr().err
     (first,) = json.loads((out / "jobs.json").read_text())["submissions"]
-    assert [(j["seed"], j["fold"]) for j in first["jobs"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    failed = first["jobs"][3]
+    assert [(j["seed"], j["fold"]) for j in first["jobs"]] == [(1, 0), (1, 1)]  # seed 0 is finished
+    failed = first["jobs"][1]
     assert (f"not finished: seed 1 fold 1: failed (job {failed['job_id']}: planar3d.errors.InputFileError: "
             f"{bad}: not a readable configuration") in err
     assert f"logs: {failed['stdout']}, {failed['stderr']}" in err and Path(failed["stderr"]).is_file()

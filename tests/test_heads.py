@@ -76,6 +76,7 @@ def test_classifier_head(n_classes, units, activation):
     assert model.count_params() == encoder + 2048 * units + units
 
 
+@pytest.mark.slow
 def test_classifier_round_trip_in_safe_mode(tmp_path, rng):
     model = build_classifier("efficientnetb0", (4, 32, 32, 2), 3, mapping="acs", encoder_weights=None,
                              freeze_encoder=True, depth_downsampling=False)

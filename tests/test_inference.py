@@ -94,6 +94,7 @@ def test_decoder_computes_only_the_kept_slices_exactly(small_model, rng):
         assert_same_sums(part, whole[:, lo:hi])
 
 
+@pytest.mark.slow
 def test_blending_modes_take_every_slice_of_the_fast_path(small_model, rng):
     volume = rng.uniform(-1, 1, (32, 32, 32)).astype(np.float32)
     for mode in ("mean", "gaussian"):
@@ -102,6 +103,7 @@ def test_blending_modes_take_every_slice_of_the_fast_path(small_model, rng):
             paper_path(small_model, volume, mode=mode, batch_size=1))
 
 
+@pytest.mark.slow
 def test_streamed_volume_equals_per_window_bit_for_bit(small_model, rng):
     volume = rng.uniform(-1, 1, (40, 32, 32)).astype(np.float32)
     today = paper_path(small_model, volume, batch_size=1)
@@ -114,6 +116,7 @@ def test_streamed_volume_equals_per_window_bit_for_bit(small_model, rng):
         paper_path(small_model, volume[:32], batch_size=1, tta=True))
 
 
+@pytest.mark.slow
 def test_crop_off_float32_equals_today_bit_for_bit_through_the_pipeline(small_model, rng):
     import nibabel as nib
 
@@ -127,6 +130,7 @@ def test_crop_off_float32_equals_today_bit_for_bit_through_the_pipeline(small_mo
     np.testing.assert_array_equal(resampled, today)
 
 
+@pytest.mark.slow
 def test_bfloat16_is_close_to_float32(small_model, rng):
     volume = rng.uniform(-1, 1, (32, 32, 32)).astype(np.float32)
     today = paper_path(small_model, volume, batch_size=1)
@@ -135,6 +139,7 @@ def test_bfloat16_is_close_to_float32(small_model, rng):
     assert 0 < np.abs(fast - today).max() < 0.02
 
 
+@pytest.mark.slow
 def test_reduced_precision_runs_as_graphs_and_float32_stays_eager(small_model, rng):
     assert not precision.forward_functions(small_model, "float32").graph
     net = precision.inference_model(small_model, "bfloat16")
@@ -194,6 +199,7 @@ def test_bad_crop_is_refused(small_model):
         make_config("paper", crop="head")
 
 
+@pytest.mark.slow
 def test_graphs_per_window_shape_log_no_retracing_warning(small_model):
     """Cropped windows come in several shapes; each gets its graph without TensorFlow's
     "triggered tf.function retracing" warning (the main job printed it after every test scan).

@@ -162,6 +162,7 @@ def test_encoder_layers_use_the_mapping(mapping):
 
 
 @pytest.mark.parametrize("mapping", ["acs", "inflate"])
+@pytest.mark.slow
 def test_pretrained_kernels_land_in_the_model(mapping):
     vgg2d = load_vgg16_2d(None, seed=6)
     mapped = map_vgg16(vgg2d, mode=mapping)
@@ -189,6 +190,7 @@ def test_acs_model_groups_equal_planar_vgg16_along_each_axis(rng):
         start += size
 
 
+@pytest.mark.slow
 def test_inflate_model_on_constant_volume_equals_2d_vgg16(rng):
     vgg2d = load_vgg16_2d(None, seed=3)
     model = build_model((*TINY, 3), encoder_weights=None, mapping="inflate", seed=3)
@@ -205,6 +207,7 @@ def test_inflate_model_on_constant_volume_equals_2d_vgg16(rng):
 
 
 @pytest.mark.parametrize("mapping", ["acs", "inflate"])
+@pytest.mark.slow
 def test_one_channel_input_equals_grey_on_three_channels(rng, mapping):
     model1 = build_model((*TINY, 1), encoder_weights=None, mapping=mapping, seed=5)
     model3 = build_model((*TINY, 3), encoder_weights=None, mapping=mapping, seed=5)
@@ -214,6 +217,7 @@ def test_one_channel_input_equals_grey_on_three_channels(rng, mapping):
     np.testing.assert_allclose(out1, out3, atol=1e-5 * np.abs(out3).max())
 
 
+@pytest.mark.slow
 def test_parameter_counts_at_the_reference_size():
     counts = {}
     for mapping in MAPPINGS:
@@ -229,6 +233,7 @@ def test_parameter_counts_at_the_reference_size():
     assert counts["none"] == (cubic, cubic)  # trained from scratch
 
 
+@pytest.mark.slow
 def test_none_ignores_weights_and_trains_its_encoder(tmp_path):
     model = build_model((*TINY, 1), encoder_weights=tmp_path / "missing.h5", mapping="none", seed=4)
     assert all(model.get_layer(name).trainable for name in encoder_layer_names() + list(BOTTLENECK_SOURCES))
@@ -241,6 +246,7 @@ def test_none_ignores_weights_and_trains_its_encoder(tmp_path):
 
 
 @pytest.mark.parametrize("mapping", ["acs", "inflate"])
+@pytest.mark.slow
 def test_pretrained_mappings_freeze_their_encoder(mapping):
     frozen = build_model((*TINY, 1), encoder_weights=None, mapping=mapping)
     unfrozen = build_model((*TINY, 1), encoder_weights=None, mapping=mapping, freeze_encoder=False)
@@ -250,6 +256,7 @@ def test_pretrained_mappings_freeze_their_encoder(mapping):
 
 
 @pytest.mark.parametrize("mapping", MAPPINGS)
+@pytest.mark.slow
 def test_keras_file_round_trip(tmp_path, rng, mapping):
     model = build_model((*TINY, 1), encoder_weights=None, mapping=mapping, seed=2)
     path = tmp_path / f"{mapping}.keras"

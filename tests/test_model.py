@@ -33,6 +33,7 @@ def test_planar_kernel_axes(rng):
         planar_kernel(kernel[..., 0], 0)
 
 
+@pytest.mark.slow
 def test_planar_model_equals_2d_vgg16_slice_by_slice(rng):
     vgg2d = load_vgg16_2d(None, seed=3)
     model = build_model((*TINY, 3), encoder_weights=None, seed=3)
@@ -57,6 +58,7 @@ def test_planar_layer_equals_conv3d_with_flat_kernel(rng, axis):
     np.testing.assert_allclose(y, np.asarray(reference(x)), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_one_channel_input_equals_grey_on_three_channels(rng):
     model1 = build_model((*TINY, 1), encoder_weights=None, seed=5)
     model3 = build_model((*TINY, 3), encoder_weights=None, seed=5)
@@ -68,6 +70,7 @@ def test_one_channel_input_equals_grey_on_three_channels(rng):
     np.testing.assert_array_equal(model1.get_layer("block1_conv1").get_weights()[0], grey_kernel(k3))
 
 
+@pytest.mark.slow
 def test_parameter_counts_of_reference_topology():
     model = build_model((16, 256, 256, 3), encoder_weights=None)
     assert model.count_params() == 22_870_881
@@ -109,6 +112,7 @@ def test_map_vgg16_covers_every_layer():
         map_vgg16(vgg2d, mode="cubic")
 
 
+@pytest.mark.slow
 def test_random_weights_are_seeded():
     a = load_vgg16_2d(None, seed=7).get_layer("block3_conv2").get_weights()[0]
     b = load_vgg16_2d(None, seed=7).get_layer("block3_conv2").get_weights()[0]
@@ -117,6 +121,7 @@ def test_random_weights_are_seeded():
     assert not np.array_equal(a, c)
 
 
+@pytest.mark.slow
 def test_keras_file_round_trip(tmp_path, rng):
     model = build_model((*TINY, 1), encoder_weights=None, seed=2)
     path = tmp_path / "model.keras"
@@ -138,6 +143,7 @@ def test_bad_bottleneck_init():
         build_model((*TINY, 1), encoder_weights=None, bottleneck_init="zeros")
 
 
+@pytest.mark.slow
 def test_wrong_weights_file_names_layer_and_shapes(tmp_path):
     path = tmp_path / "wrong.h5"
     with h5py.File(path, "w") as handle:
@@ -157,6 +163,7 @@ def test_wrong_weights_file_names_layer_and_shapes(tmp_path):
         load_vgg16_2d(tmp_path / "missing.h5")
 
 
+@pytest.mark.slow
 def test_keras3_weights_file_is_accepted(tmp_path):
     source = load_vgg16_2d(None, seed=4)
     path = tmp_path / "vgg.weights.h5"
@@ -166,6 +173,7 @@ def test_keras3_weights_file_is_accepted(tmp_path):
                                   source.get_layer("block4_conv2").get_weights()[0])
 
 
+@pytest.mark.slow
 def test_unreachable_download_says_how_to_pass_a_file(tmp_path, monkeypatch):
     monkeypatch.delenv("PLANAR3D_VGG16_WEIGHTS", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))

@@ -24,6 +24,7 @@ def dataset(tmp_path_factory):
     return root, records
 
 
+@pytest.mark.slow
 def test_layout_ids_and_centres(dataset):
     root, records = dataset
     assert find_dataset(root, require_masks=True) == records
@@ -81,6 +82,7 @@ def test_lesions_survive_64_cube_resampling(dataset):
         assert dice > 0.6, (record.patient_id, dice)
 
 
+@pytest.mark.slow
 def test_deterministic_for_a_seed_and_different_across_seeds(tmp_path):
     first = make_phantom_dataset(tmp_path / "a", n_per_centre=1, scale=0.1, seed=1)
     second = make_phantom_dataset(tmp_path / "b", n_per_centre=1, scale=0.1, seed=1)

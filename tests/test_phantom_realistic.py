@@ -26,6 +26,7 @@ def realistic(tmp_path_factory):
     return root, records, json.loads((root / "phantom.json").read_text())
 
 
+@pytest.mark.slow
 def test_layout_grids_and_orientation_as_the_simple_mode(realistic):
     root, records, info = realistic
     assert find_dataset(root, require_masks=True) == records
@@ -83,6 +84,7 @@ def test_acquire_applies_a_measurable_bias_and_rician_noise():
     assert image.min() >= 0
 
 
+@pytest.mark.slow
 def test_realistic_scans_carry_a_bias_field_of_20_to_60_percent(realistic, tmp_path, monkeypatch):
     """Measured on the images: the ratio of each scan to the same subject made without a bias field (same seed,
     every centre's bias amplitude 0 -- the generator has no switch for it -- so the field is still drawn and every
@@ -115,6 +117,7 @@ def test_lesion_sizes_span_3_mm3_to_ml_with_a_heavy_tail():
     assert np.percentile(volumes, 95) / np.median(volumes) > 5
 
 
+@pytest.mark.slow
 def test_deterministic_and_distinct_from_the_simple_mode(tmp_path):
     first = make_phantom_dataset(tmp_path / "first", n_per_centre=1, scale=0.15, seed=3, mode="realistic")
     again = make_phantom_dataset(tmp_path / "again", n_per_centre=1, scale=0.15, seed=3, mode="realistic")
@@ -126,6 +129,7 @@ def test_deterministic_and_distinct_from_the_simple_mode(tmp_path):
         assert not np.array_equal(np.asarray(nib.load(a.mask).dataobj), np.asarray(nib.load(c.mask).dataobj))
 
 
+@pytest.mark.slow
 def test_ensure_phantom_keeps_modes_apart(tmp_path, monkeypatch):
     monkeypatch.setenv("PLANAR3D_HOME", str(tmp_path))
     root = ensure_phantom(n_per_centre=1, scale=0.1, seed=4, mode="realistic")

@@ -67,6 +67,7 @@ def test_learning_curves_from_keras_csv_mark_best_epoch_one_based(tmp_path):
     assert dice_axes.get_ylabel() == "dice_coef"
 
 
+@pytest.mark.slow
 def test_learning_curves_from_dict_without_validation(tmp_path):
     out = tmp_path / "curves.png"
     figure = report_figures.plot_learning_curves({"loss": [1.0, 0.8, 0.7]}, path=out)
@@ -117,6 +118,7 @@ def test_largest_lesion_centre_lies_inside_a_non_convex_lesion():
     assert mask[centre]
 
 
+@pytest.mark.slow
 def test_overlay_cuts_through_largest_prediction_lesion(tmp_path, head):
     prediction = np.zeros(head.shape, dtype=np.uint8)
     prediction[10:15, 4:9, 12:17] = 1
@@ -219,6 +221,7 @@ def metric_rows() -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_metric_boxplots_group_by_centre_and_all_with_paper(tmp_path):
     out = tmp_path / "metrics.png"
     figure = report_figures.plot_metric_boxplots(metric_rows(), path=out, title="CV", paper=reference.paper_table2())
@@ -262,6 +265,7 @@ def test_kept_ranges_follow_eq1_and_tile_the_volume():
     assert kept_slices(16, 16, 8) == [(0, 16)]  # one window covers the volume
 
 
+@pytest.mark.slow
 def test_window_layout_draws_bars_and_picture(tmp_path, rng):
     out = tmp_path / "windows.png"
     figure = notebook_figures.plot_window_layout(64, 16, 8, path=out, image=rng.random((20, 64)))
@@ -290,6 +294,7 @@ def test_window_layout_rejects_bad_geometry(kwargs, message):
 # ----------------------------------------------------------------------------- other figures
 
 
+@pytest.mark.slow
 def test_preprocessing_titles_give_shapes(tmp_path, head):
     out = tmp_path / "prep.png"
     native = np.transpose(head, (2, 1, 0))[:, ::2]
@@ -300,6 +305,7 @@ def test_preprocessing_titles_give_shapes(tmp_path, head):
     assert figure.axes[3].get_title() == "preprocessed: sagittal (axis 0) = 12"
 
 
+@pytest.mark.slow
 def test_blending_profiles(tmp_path):
     out = tmp_path / "blend.png"
     profiles = {"middle": np.r_[np.zeros(4), np.ones(8), np.zeros(4)], "mean": np.ones(16)}
@@ -323,6 +329,7 @@ def test_bar_chart(tmp_path):
         notebook_figures.plot_bar_chart(["planar"], {"time": [0.0]}, "s", log=True)
 
 
+@pytest.mark.slow
 def test_save_replaces_existing_file_and_rejects_unknown_format(tmp_path):
     out = tmp_path / "sub" / "curves.png"
     out.parent.mkdir()

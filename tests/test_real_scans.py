@@ -174,6 +174,7 @@ def test_itk_transform_is_read_in_world_coordinates(tmp_path):
             ljubljana.read_itk_affine(tmp_path / name)
 
 
+@pytest.mark.slow
 def test_visits_meet_on_the_common_grid_through_their_transforms():
     patient = ljubljana.longitudinal_patient(LONGITUDINAL / "patient01")
     common = nib.load(patient.change_mask)
@@ -323,6 +324,7 @@ def test_get_open_ms_data_copies_checks_and_reads_a_local_source(tmp_path, capsy
     assert not (out / "cross_sectional" / "MNI" / "patient03").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_reads_a_brats_folder_with_its_target(tmp_path, capsys):
     predictions = tmp_path / "predictions"
     predictions.mkdir()

@@ -16,10 +16,7 @@ from planar3d.config import make_config
 from planar3d.errors import Planar3DError
 from planar3d.machine import cpu_isa_flags
 from planar3d.training import fit, run_folder, segment
-
-TINY = dict(size=32, epochs=2, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, phantom_n_per_centre=3)
-TINY_FLAGS = ["--preset", "demo", "--size", "32", "--epochs", "2", "--batch-size", "2", "--patience", "5",
-              "--lr", "0.001", "--lr-decay", "0", "--phantom-n-per-centre", "3"]
+from conftest import TINY_FLAGS
 
 _CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -56,20 +53,28 @@ def _weights(path: Path) -> list[np.ndarray]:
     return keras.models.load_model(path, compile=False, safe_mode=True).get_weights()
 
 
-@pytest.mark.slow
-def test_rerun_in_a_new_process_is_bit_identical(home, tmp_path):
-    """Same machine, same thread count, same seed, op determinism on: every logged loss,
-    every weight of best.keras and every test metric are equal to the last bit."""
-    first = segment.train_fold(make_config("demo", **TINY), 1, tmp_path / "first", verbose=0)
+def _train_in_a_new_process(out: Path, *flags: str) -> Path:
     env = {**os.environ, "PYTHONPATH": str(Path(segment.__file__).resolve().parents[2])}
-    result = subprocess.run([sys.executable, "-m", "planar3d.train", "--fold", "1", "--out", str(tmp_path / "second"),
-                             *TINY_FLAGS], capture_output=True, text=True, env=env, timeout=900)
+    result = subprocess.run([sys.executable, "-m", "planar3d.train", "--fold", "0", "--out", str(out), *TINY_FLAGS, *flags],
+                            capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
-    one, two = tmp_path / "first" / "fold_1", tmp_path / "second" / "fold_1"
+    return out / "fold_0"
+
+
+def _assert_bit_identical(one: Path, two: Path) -> None:
     assert (one / "log.csv").read_text() == (two / "log.csv").read_text()
     assert (one / "metrics.csv").read_text() == (two / "metrics.csv").read_text()
     for a, b in zip(_weights(one / "best.keras"), _weights(two / "best.keras"), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_rerun_in_a_new_process_is_bit_identical(tiny_fold_0, tmp_path):
+    """Same machine, same thread count, same seed, op determinism on: every logged loss,
+    every weight of best.keras and every test metric are equal to the last bit."""
+    one, first = tiny_fold_0
+    two = _train_in_a_new_process(tmp_path / "second")
+    _assert_bit_identical(one, two)
     machine = json.loads((one / "versions.json").read_text())["machine"]
     assert machine["cpu_isa"] == cpu_isa_flags() and machine["op_determinism"] is True
     assert machine["cpu_count"] == os.cpu_count() and isinstance(machine["onednn_env"], dict)
@@ -95,24 +100,15 @@ def test_versions_name_the_source_commit_of_a_checkout_and_none_elsewhere(tmp_pa
 
 
 @pytest.mark.slow
-def test_no_deterministic_rerun_on_a_cpu_is_bit_identical(home, tmp_path):
-    """README "What is reproducible": on a CPU, ``--no-deterministic`` (op determinism off) still
-    gives the same losses, weights and test Dice on a re-run in a new process."""
+def test_no_deterministic_rerun_on_a_cpu_is_bit_identical(tiny_fold_0, tmp_path):
+    """README "What is reproducible": on a CPU, ``--no-deterministic`` (op determinism off) gives
+    the same losses, weights and test Dice as the deterministic run, in a new process; so its
+    re-runs are bit-identical too (each equals the same deterministic run)."""
     import planar3d.nets.layers  # noqa: F401  (registers the custom layers that best.keras names)
 
-    root = str(Path(segment.__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    folds = []
-    for name in ("first", "second"):
-        result = subprocess.run([sys.executable, "-m", "planar3d.train", "--fold", "1", "--out", str(tmp_path / name),
-                                 *TINY_FLAGS, "--no-deterministic"], capture_output=True, text=True, env=env, timeout=900)
-        assert result.returncode == 0, result.stderr[-2000:]
-        folds.append(tmp_path / name / "fold_1")
-    one, two = folds
-    for fold in folds:  # the flag took effect
-        assert json.loads((fold / "config.json").read_text())["deterministic"] is False
-        assert json.loads((fold / "versions.json").read_text())["machine"]["op_determinism"] is False
-    assert (one / "log.csv").read_text() == (two / "log.csv").read_text()
-    assert (one / "metrics.csv").read_text() == (two / "metrics.csv").read_text()
-    for a, b in zip(_weights(one / "best.keras"), _weights(two / "best.keras"), strict=True):
-        np.testing.assert_array_equal(a, b)
+    one, _ = tiny_fold_0
+    two = _train_in_a_new_process(tmp_path / "second", "--no-deterministic")
+    # the flag took effect
+    assert json.loads((two / "config.json").read_text())["deterministic"] is False
+    assert json.loads((two / "versions.json").read_text())["machine"]["op_determinism"] is False
+    _assert_bit_identical(one, two)

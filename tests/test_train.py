@@ -22,8 +22,8 @@ from planar3d.io import sources
 from planar3d.runs import crossval
 from planar3d.training import segment
 
-#: the cheapest run that trains end to end (resuming, reuse, refusals)
-TINY = dict(size=32, epochs=2, batch_size=2, patience=5, lr=1e-3, lr_decay=0.0, lr_schedule="constant", phantom_n_per_centre=3)
+from conftest import TINY
+
 #: the smallest run found that learns on every seed tried (see test_tiny_training_learns):
 #: 4 epochs of 13 steps (5 training scans x 5 windows of 16 slices, stride 4, batch 2)
 LEARN = {**TINY, "epochs": 4, "stride": 4}
@@ -181,12 +181,11 @@ def _mean_test_dice(rows) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_tiny_training_learns(seed, trained, tmp_path):
-    """A model that does not learn (or a broken loss, decoder or data path) fails here."""
-    config, _, rows = trained
-    if seed != config.seed:
-        rows = segment.train_fold(make_config("demo", seed=seed, **LEARN), 2, tmp_path, verbose=0)
+def test_tiny_training_learns(trained):
+    """A model that does not learn (or a broken loss, decoder or data path) fails here. One draw
+    (seed 0, shared with the other tests): the bound was set from the five seeds above so that it
+    holds for any draw, and the zeroed-encoder control below is held against this same run."""
+    _, _, rows = trained
     assert _mean_test_dice(rows) > LEARNS_ABOVE, [row["dice"] for row in rows]
 
 
@@ -277,12 +276,12 @@ def _rows(path):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_and_during_the_backup_write_resumes_bit_identically(home, tmp_path):
+def test_sigkill_mid_epoch_and_during_the_backup_write_resumes_bit_identically(home, tiny_fold_0, tmp_path):
     """A real training process is SIGKILLed in the middle of epoch 1, restarted, SIGKILLed again
     while it writes the backup of epoch 1, and restarted once more: the log, the test metrics
     and the weights of ``best.keras`` equal an uninterrupted run's exactly (op determinism on)."""
     config = make_config("demo", **TINY)
-    straight = segment.train_fold(config, 0, tmp_path / "straight", verbose=0)
+    straight_fold, straight = tiny_fold_0
     argv = ["--fold", "0", "--preset", "demo", "--size", "32", "--epochs", "2", "--batch-size", "2", "--patience", "5",
             "--lr", "1e-3", "--lr-decay", "0", "--lr-schedule", "constant", "--phantom-n-per-centre", "3",
             "--out", str(tmp_path / "killed")]
@@ -302,7 +301,6 @@ def test_sigkill_mid_epoch_and_during_the_backup_write_resumes_bit_identically(h
     assert json.loads((fold / "backup" / "current" / "training_metadata.json").read_text())["epoch"] == 1
 
     resumed = segment.train_fold(config, 0, tmp_path / "killed", verbose=0)
-    straight_fold = tmp_path / "straight" / "fold_0"
     assert _rows(fold / "log.csv") == _rows(straight_fold / "log.csv")  # every logged number, as text
     assert resumed == straight
     assert _rows(fold / "metrics.csv") == _rows(straight_fold / "metrics.csv")
