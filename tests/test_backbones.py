@@ -144,6 +144,7 @@ def test_inflated_mobilenetv2_on_a_volume_constant_along_slices_is_the_2d_model(
 
 
 @pytest.mark.parametrize("name, repeated", [("mobilenetv2", False), ("efficientnetb0", True)])
+@pytest.mark.slow
 def test_one_channel_equals_grey_copied_to_rgb(rng, name, repeated):
     model_2d = _model_2d(name)
     grey = to_3d(model_2d, "planar", depth_downsampling=False, input_shape=(2, ROWS, ROWS, 1))
@@ -264,6 +265,7 @@ def test_a_missing_weights_file_is_named(tmp_path):
         build_encoder("resnet50", (32, 32, 32, 1), weights=str(missing))
 
 
+@pytest.mark.slow
 def test_convnext_keras_file_round_trip_in_safe_mode(tmp_path, rng):
     model = to_3d(_model_2d("convnext_tiny"), "acs", depth_downsampling=False, input_shape=(2, ROWS, ROWS, 1))
     assert isinstance(model.get_layer("convnext_tiny_stage_0_block_0_layer_scale"), LayerScale)

@@ -219,6 +219,7 @@ def test_unknown_backbone_is_refused_by_the_parser_and_by_the_config(capsys, tmp
         make_config("paper", backbone="alexnet")
 
 
+@pytest.mark.slow
 def test_bad_labels_table_stops_the_cli_before_anything_is_written(home, tmp_path, capsys):
     records = sources.dataset_records(make_config("demo", **TINY))
     lines = [f"{r.patient_id},{i % 2}" for i, r in enumerate(records)] + ["09999XXXX,1"]

@@ -42,6 +42,7 @@ def _window(seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
+@pytest.mark.slow
 def test_export_round_trip_equals_the_keras_model(fmt, exports, keras_model):
     from planar3d.nets.stream import decode, encode
 
@@ -81,6 +82,7 @@ def test_onnx_export_runs_in_openvino_too(exports, keras_model):
         load_runtime(out, "tensorflow")
 
 
+@pytest.mark.slow
 def test_an_export_that_disagrees_is_refused_and_nothing_is_written(model_file, scan, tmp_path, monkeypatch, capsys):
     original = ExportedNetwork.decode
 
@@ -133,6 +135,7 @@ def test_refusals_before_any_work(model_file, tmp_path, capsys, monkeypatch):
     assert stop.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_another_mapping_is_refused(tmp_path, scan):
     from planar3d.nets.model import build_model
 

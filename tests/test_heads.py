@@ -23,6 +23,7 @@ def _decoder_params(stage_inputs, filters, n_classes) -> int:
     return total + filters[-1] * n_classes + n_classes
 
 
+@pytest.mark.slow
 def test_resnet50_unet_parameter_count_and_shapes():
     model = build_segmenter("resnet50", CUBE, mapping="acs", encoder_weights=None, n_classes=3)
     assert model.output.shape == (None, *CUBE[:3], 3)
@@ -35,6 +36,7 @@ def test_resnet50_unet_parameter_count_and_shapes():
     assert model.get_layer("output").dtype_policy.compute_dtype == "float32"
 
 
+@pytest.mark.slow
 def test_convnext_decoder_stages_without_skips_only_upsample():
     model = build_segmenter("convnext_tiny", (2, 32, 32, 4), encoder_weights=None, depth_downsampling=False,
                             decoder_filters=(32, 16, 8, 8, 4))
@@ -44,6 +46,7 @@ def test_convnext_decoder_stages_without_skips_only_upsample():
     assert model.output.shape == (None, 2, 32, 32, 1)
 
 
+@pytest.mark.slow
 def test_segmenter_round_trip_in_safe_mode(tmp_path, rng):
     model = build_segmenter("mobilenetv2", CUBE, mapping="soft_acs", encoder_weights=None,
                             decoder_filters=(16, 16, 8, 8, 4))
@@ -66,6 +69,7 @@ def test_frozen_encoder_leaves_only_the_decoder_trainable():
 
 
 @pytest.mark.parametrize("n_classes, units, activation", [(2, 1, "sigmoid"), (4, 4, "softmax")])
+@pytest.mark.slow
 def test_classifier_head(n_classes, units, activation):
     model = build_classifier("resnet50", CUBE, n_classes, encoder_weights=None, dropout=0.25)
     assert model.output.shape == (None, units)

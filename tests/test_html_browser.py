@@ -281,6 +281,7 @@ def _markdown_tables(text: str) -> list[int]:
     return counts
 
 
+@pytest.mark.slow
 def test_evaluate_page_from_the_real_command(driver, tmp_path, capsys):
     """``evaluate`` on two folders of small masks (with FLAIRs for the overlays) writes report.html."""
     from planar3d.cli import evaluate as evaluate_cli
