@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 
@@ -412,6 +413,9 @@ def test_predict_folder_mode_continues_past_a_bad_file(trained, tmp_path, capsys
         assert len(list(csv.DictReader(handle))) == 2
     page = (output / "report.html").read_text()  # the failure first, every scan in the table, the phantom model
     assert "broken: segmentation failed" in page and "model trained on the phantom only" in page
+    (reason,) = [line[len("error: "):] for line in captured.err.splitlines()
+                 if line.startswith("error: ") and "broken.nii.gz" in line and "scans failed" not in line]
+    assert html.escape(reason, quote=True) in page  # the reader sees why, not only that it failed
     assert '<table class="sortable" data-rows="3">' in page and all(r.patient_id in page for r in records)
     assert predict_cli.main(["--model", str(out / "fold_2" / "best.keras"), "--input", str(folder), "--output", str(output), "--no-qc"]) == 1
     assert "skip" in capsys.readouterr().out

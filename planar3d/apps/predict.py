@@ -554,12 +554,13 @@ def segment_scans(model, pairs: Sequence[tuple[Path, Path]], config: Config, les
     scan that fails is reported and skipped; one pair raises its error.
 
     Returns:
-        ``(rows, failures)``: the rows of the scans segmented, the FLAIR paths that failed.
+        ``(rows, failures)``: the rows of the scans segmented; ``{FLAIR path: error line}`` of those
+        that failed.
     """
     from tqdm.auto import tqdm
 
     single = len(pairs) == 1
-    rows, failures = [], []
+    rows, failures = [], {}
     for flair, output in tqdm(pairs, desc="segment", unit="scan", disable=single):
         if not single and output.exists() and not overwrite:
             tqdm.write(f"skip {flair}: {output} exists (pass --overwrite to redo)")
@@ -574,7 +575,7 @@ def segment_scans(model, pairs: Sequence[tuple[Path, Path]], config: Config, les
             if single:
                 raise
             tqdm.write(f"error: {error}", file=sys.stderr)  # on its own line, not on the bar's
-            failures.append(str(flair))
+            failures[str(flair)] = str(error)
             continue
         rows.append(row)
         tqdm.write(f"{flair}: {row['n_lesions']} lesions, {row['total_volume_ml']:.2f} ml -> {output}")

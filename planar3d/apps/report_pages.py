@@ -83,7 +83,7 @@ def write_predict_report(output_dir: Path, pairs: Sequence[tuple[Path, Path]], f
     Args:
         output_dir: the output folder.
         pairs: every ``(FLAIR, mask)`` of the run (:func:`planar3d.apps.predict.scan_outputs_pairs`).
-        failures: the FLAIRs that failed this time.
+        failures: the FLAIRs that failed this time; a mapping also gives each one's error line.
         model: :func:`planar3d.evaluation.html_report.model_info`.
         command: the command line.
     """
@@ -97,7 +97,9 @@ def write_predict_report(output_dir: Path, pairs: Sequence[tuple[Path, Path]], f
         if str(flair) in failed or not mask.is_file():
             status = "failed" if str(flair) in failed else "not segmented"
             if str(flair) in failed:
-                warnings.append(f"{name}: segmentation failed ({flair}); the error is printed on stderr")
+                reason = failures.get(str(flair)) if isinstance(failures, Mapping) else None
+                warnings.append(f"{name}: segmentation failed: {reason}" if reason
+                                else f"{name}: segmentation failed ({flair}); the error is printed on stderr")
             rows.append({"scan": name, "status": status, "lesions": None, "volume_ml": None, "flair": str(flair)})
             continue
         lesions = read_lesion_table(table_file) if table_file.is_file() else None
