@@ -21,7 +21,7 @@ from pathlib import Path
 
 from planar3d.config import TARGETS
 from planar3d.errors import InputFileError
-from planar3d.io.records import Record
+from planar3d.io.records import Record, files_matching
 
 __all__ = ["CENTRE", "TARGET_LABELS", "brats_record", "is_brats_case"]
 
@@ -47,7 +47,7 @@ _LABELS = re.compile(r"^(ot.*|.+_seg)\.nii(\.gz)?$", re.IGNORECASE)
 
 def is_brats_case(folder: Path) -> bool:
     """Whether ``folder`` holds a BRATS FLAIR (``Flair*.nii[.gz]`` or ``*_flair.nii[.gz]``)."""
-    return bool(_matches(folder, _FLAIR))
+    return bool(files_matching(folder, _FLAIR))
 
 
 def brats_record(folder: Path, require_masks: bool = False, target: str = "auto") -> Record:
@@ -57,7 +57,7 @@ def brats_record(folder: Path, require_masks: bool = False, target: str = "auto"
         InputFileError: no FLAIR or several, several label maps, or no label map while
             ``require_masks``.
     """
-    flairs, label_maps = _matches(folder, _FLAIR), _matches(folder, _LABELS)
+    flairs, label_maps = files_matching(folder, _FLAIR), files_matching(folder, _LABELS)
     for found, what in ((flairs, "FLAIR"), (label_maps, "label map")):
         if len(found) > 1:
             raise InputFileError(folder, f"several BRATS {what} files: {[path.name for path in found]}")
@@ -68,6 +68,3 @@ def brats_record(folder: Path, require_masks: bool = False, target: str = "auto"
     mask = label_maps[0] if label_maps else None
     return Record(folder.name, CENTRE, flairs[0], mask, mask_labels=TARGET_LABELS[target] if mask else None)
 
-
-def _matches(folder: Path, pattern: re.Pattern) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_file() and pattern.match(path.name))

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from planar3d.errors import InputFileError
-from planar3d.io.records import Record
+from planar3d.io.records import Record, files_matching
 
 __all__ = [
     "CENTRE", "LongitudinalPatient", "cross_sectional_record", "is_cross_sectional_patient", "is_longitudinal_patient",
@@ -74,12 +74,12 @@ class LongitudinalPatient:
 
 def is_cross_sectional_patient(folder: Path) -> bool:
     """Whether ``folder`` is a cross-sectional ``patientNN/`` folder holding a FLAIR."""
-    return bool(_PATIENT.match(folder.name)) and bool(_matches(folder, _FLAIR))
+    return bool(_PATIENT.match(folder.name)) and bool(files_matching(folder, _FLAIR))
 
 
 def is_longitudinal_patient(folder: Path) -> bool:
     """Whether ``folder`` is a longitudinal ``patientNN/`` folder holding a ``studyK_FLAIR.nii.gz``."""
-    return bool(_PATIENT.match(folder.name)) and bool(_matches(folder, _VISIT))
+    return bool(_PATIENT.match(folder.name)) and bool(files_matching(folder, _VISIT))
 
 
 def cross_sectional_record(folder: Path, require_masks: bool = False) -> Record:
@@ -88,7 +88,7 @@ def cross_sectional_record(folder: Path, require_masks: bool = False) -> Record:
     Raises:
         InputFileError: several FLAIRs or masks, or no mask while ``require_masks``.
     """
-    flairs, masks = _matches(folder, _FLAIR), _matches(folder, _MASK)
+    flairs, masks = files_matching(folder, _FLAIR), files_matching(folder, _MASK)
     for found, what in ((flairs, "FLAIR"), (masks, "consensus mask")):
         if len(found) > 1:
             raise InputFileError(folder, f"several {what} files: {[path.name for path in found]}")
@@ -100,7 +100,7 @@ def cross_sectional_record(folder: Path, require_masks: bool = False) -> Record:
 
 def longitudinal_patient(folder: Path) -> LongitudinalPatient:
     """The visits, transforms and change mask of one longitudinal patient folder."""
-    visits = {int(_VISIT.match(path.name).group(1)): path for path in _matches(folder, _VISIT)}
+    visits = {int(_VISIT.match(path.name).group(1)): path for path in files_matching(folder, _VISIT)}
     transforms = {
         visit: folder / f"study{visit}_FLAIR_to_common_space.txt"
         for visit in visits
@@ -189,6 +189,3 @@ def to_common_grid(array: np.ndarray, visit_affine: np.ndarray, transform: np.nd
     values = map_coordinates(np.asarray(array, dtype=np.float32), voxel[:3], order=order, cval=0.0)
     return values.reshape(tuple(common_shape[:3]))
 
-
-def _matches(folder: Path, pattern: re.Pattern) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_file() and pattern.match(path.name))

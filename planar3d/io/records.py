@@ -4,10 +4,11 @@ mask labels that count as foreground, subject).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Record"]
+__all__ = ["Record", "files_matching"]
 
 
 @dataclass(frozen=True)
@@ -32,3 +33,8 @@ class Record:
     mask: Path | None = None
     subject: str | None = None
     mask_labels: tuple[int, ...] | None = None
+
+
+def files_matching(folder: Path, pattern: re.Pattern) -> list[Path]:
+    """The files directly in ``folder`` whose names match ``pattern`` (from the start), sorted."""
+    return sorted(path for path in folder.iterdir() if path.is_file() and pattern.match(path.name))
