@@ -194,8 +194,11 @@ def test_check_destinations_refusals(tmp_path, case):
 def test_check_destinations_refuses_a_read_only_folder(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir(mode=0o555)
-    with pytest.raises(InputFileError, match="folder is not writable"):
+    # the refusal names the file and the folder that cannot take it (seen only as a non-root user)
+    expected = rf"^{re.escape(str(folder / 'm.nii.gz'))}: cannot be written: {re.escape(str(folder))} is not writable \({OS_REFUSAL}\)$"
+    with pytest.raises(InputFileError, match=expected):
         check_destinations([folder / "m.nii.gz"])
+    assert list(folder.iterdir()) == []
 
 
 def test_a_written_bids_dataset_is_readable_by_others(tmp_path):
