@@ -96,6 +96,34 @@ def tiny_fold_0(home, tmp_path_factory):
     return out / "fold_0", rows
 
 
+def toy_sigmoid_model(path: Path, slope: float, bias: float):
+    """A saved model computing sigmoid(slope * x + bias) per voxel, on 16x32x32 windows: its output
+    is known, so probabilities, averages and temperatures can be checked exactly."""
+    import keras
+
+    model = keras.Sequential([keras.Input((16, 32, 32, 1)), keras.layers.Conv3D(1, 1, activation="sigmoid")])
+    model.layers[-1].set_weights([np.full((1, 1, 1, 1, 1), slope, np.float32), np.full((1,), bias, np.float32)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail loudly if a tool starts working (picks a device, loads a model, reads the data set,
+    computes metrics) before its refusal: arguments and destinations are checked first."""
+    from planar3d.cli import predict as predict_cli
+    from planar3d.training import segment
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the arguments and destinations were checked")
+
+    monkeypatch.setattr(predict_cli, "load_members", refuse)
+    monkeypatch.setattr(predict_cli, "select_device", refuse)
+    monkeypatch.setattr(segment, "dataset_records", refuse)
+    monkeypatch.setattr("planar3d.evaluation.evaluate.msseg_metrics", refuse)
+
+
 #: How the OS words a refused write below ``/sys``: ``Operation not permitted`` for root (EPERM),
 #: ``Permission denied`` for other users (EACCES); tests assert the refusal, not one wording.
 OS_REFUSAL = "(?:Operation not permitted|Permission denied)"

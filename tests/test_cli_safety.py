@@ -30,7 +30,6 @@ from planar3d.cli import predict as predict_cli
 from planar3d.cli import train as train_cli
 from planar3d.cli.common import run_cli
 from planar3d.config import make_config
-from planar3d.training import segment
 
 ROOT = Path(__file__).resolve().parents[1]
 PREPARE = ROOT / "data_prep" / "prepare_msseg2016.py"
@@ -71,18 +70,6 @@ def inputs(tmp_path, rng):
     nib.save(nib.Nifti1Image(np.roll(reference, 1, axis=0), AFFINE), folder / "pred.nii.gz")
     (folder / "notes.txt").write_text("a regular file\n")
     return folder, scan, _digest(folder)
-
-
-@pytest.fixture
-def no_work(monkeypatch):
-    """Fail loudly if a tool starts working (loads a model, reads the dataset, computes metrics)."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("work started before the destinations were checked")
-
-    monkeypatch.setattr(predict_cli, "load_members", refuse)
-    monkeypatch.setattr(predict_cli, "select_device", refuse)
-    monkeypatch.setattr(segment, "dataset_records", refuse)
-    monkeypatch.setattr("planar3d.evaluation.evaluate.msseg_metrics", refuse)
 
 
 # ----------------------------------------------------------------------------- --help

@@ -17,6 +17,8 @@ from planar3d.config import make_config
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.inference.ensemble import ensemble_mean, entropy, member_agreement, mutual_information
 
+from conftest import toy_sigmoid_model
+
 
 def test_identical_members_average_to_the_member_exactly(rng):
     member = rng.random((7, 9, 11), dtype=np.float32)
@@ -44,15 +46,6 @@ def test_member_agreement_counts_the_members_touching_each_lesion():
     np.testing.assert_allclose(member_agreement(lesions, 3, masks), [2 / 3, 1 / 3, 1 / 3])
 
 
-def _toy_model(path, slope: float, bias: float):
-    """sigmoid(slope * x + bias) per voxel, on 16x32x32 windows: its output is known."""
-    model = keras.Sequential([keras.Input((16, 32, 32, 1)), keras.layers.Conv3D(1, 1, activation="sigmoid")])
-    model.layers[-1].set_weights([np.full((1, 1, 1, 1, 1), slope, np.float32), np.full((1,), bias, np.float32)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    return model
-
-
 @pytest.fixture
 def scan(tmp_path, rng):
     volume = np.zeros((32, 32, 32), np.float32)
@@ -69,7 +62,7 @@ CONFIG = dict(size=32, window=16, stride=8, crop="off", precision="float32")
 
 def test_segment_scan_averages_its_members(scan, tmp_path):
     config = make_config("demo", **CONFIG)
-    sharp, soft = _toy_model(tmp_path / "a.keras", 8.0, -4.0), _toy_model(tmp_path / "b.keras", 2.0, -1.5)
+    sharp, soft = toy_sigmoid_model(tmp_path / "a.keras", 8.0, -4.0), toy_sigmoid_model(tmp_path / "b.keras", 2.0, -1.5)
     one = segment_scan(sharp, scan, config)
     twice = segment_scan([sharp, sharp], scan, config)
     np.testing.assert_array_equal(twice.probabilities, one.probabilities)
@@ -90,7 +83,7 @@ def test_predict_takes_models_and_run_folders_and_writes_uncertainty(scan, tmp_p
     config = make_config("demo", **CONFIG)
     run = tmp_path / "run"
     for fold, (slope, bias) in enumerate([(8.0, -4.0), (2.0, -1.5)]):
-        _toy_model(run / f"fold_{fold}" / "best.keras", slope, bias)
+        toy_sigmoid_model(run / f"fold_{fold}" / "best.keras", slope, bias)
         (run / f"fold_{fold}" / "config.json").write_text(config.to_json())
     assert member_files([run]) == [run / "fold_0" / "best.keras", run / "fold_1" / "best.keras"]
     (tmp_path / "empty_run").mkdir()
@@ -118,7 +111,7 @@ def test_uncertainty_takes_one_input(scan, tmp_path, capsys):
     for name in ("a.nii.gz", "b.nii.gz"):
         (folder / name).write_bytes(scan.read_bytes())
     model = tmp_path / "m.keras"
-    _toy_model(model, 1.0, 0.0)
+    toy_sigmoid_model(model, 1.0, 0.0)
     assert predict_cli.main(["--model", str(model), "--input", str(folder), "--output", str(tmp_path / "out"),
                              "--uncertainty", str(tmp_path / "u.nii.gz")]) == 2
     assert capsys.readouterr().err == ("error: --probabilities and --uncertainty take one input; in folder mode these "

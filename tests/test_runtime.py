@@ -99,16 +99,6 @@ def test_the_settings_of_an_export_come_from_its_export_json(tmp_path):
     assert export_config(json.loads((folder / "export.json").read_text())) == config
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Fail loudly if predict starts working (picks a device, loads a model)."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("work started before the refusal")
-
-    monkeypatch.setattr(predict_cli, "load_members", refuse)
-    monkeypatch.setattr(predict_cli, "select_device", refuse)
-
-
 def _refusal(tmp_path, capsys, model, *flags) -> str:
     out = tmp_path / "out"
     status = predict_cli.main(["--model", *map(str, model), "--input", str(tmp_path / "scan.nii.gz"),

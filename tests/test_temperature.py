@@ -31,6 +31,8 @@ from planar3d.training.calibrate import (
     precision_record,
 )
 
+from conftest import toy_sigmoid_model
+
 # ----------------------------------------------------------------------------- the maths
 
 
@@ -159,15 +161,6 @@ def test_calibration_is_a_config_choice_outside_the_training_identity(tmp_path):
 
 # ----------------------------------------------------------------------------- a fold and predict
 
-def _toy_model(path, slope: float, bias: float):
-    """sigmoid(slope * x + bias) per voxel, on 16x32x32 windows."""
-    model = keras.Sequential([keras.Input((16, 32, 32, 1)), keras.layers.Conv3D(1, 1, activation="sigmoid")])
-    model.layers[-1].set_weights([np.full((1, 1, 1, 1, 1), slope, np.float32), np.full((1,), bias, np.float32)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    return model
-
-
 def _image(rng, seed_offset: int = 0):
     volume = np.zeros((32, 32, 32), np.float32)
     volume[6:26, 6:26, 6:26] = 100 + 10 * rng.random((20, 20, 20))
@@ -193,7 +186,7 @@ def scan(tmp_path, rng):
 def test_calibrate_fold_writes_its_record(tmp_path, rng):
     config = make_config("demo", **{**CONFIG, "precision": "auto"})
     fold = tmp_path / "run" / "fold_0"
-    _toy_model(fold / "best.keras", 6.0, -3.0)
+    toy_sigmoid_model(fold / "best.keras", 6.0, -3.0)
     cases = []
     for k in range(2):
         image, mask = _image(rng, k)
@@ -217,7 +210,7 @@ def _run(tmp_path, members: dict[str, tuple[float, float, float | None]], config
     files = []
     for name, (slope, bias, temperature) in members.items():
         file = tmp_path / "run" / name / "best.keras"
-        _toy_model(file, slope, bias)
+        toy_sigmoid_model(file, slope, bias)
         (file.parent / "config.json").write_text(config.to_json())
         if temperature is not None:
             (file.parent / CALIBRATION_NAME).write_text(json.dumps({"temperature": temperature}))
