@@ -18,7 +18,7 @@ from planar3d.errors import InputFileError, Planar3DError
 __all__ = [
     "BACKBONES", "BLENDS", "CALIBRATIONS", "CHOICES", "CROPS", "Config", "DEVICES", "LAUNCHERS", "MAPPINGS", "PAPER_MAPPINGS", "PRECISIONS",
     "PRESETS", "TARGETS", "THRESHOLD_RULES", "load_config", "make_config", "read_mapping_file",
-    "EXPORT_FORMATS", "RUNTIMES",
+    "EXPORT_FORMATS", "MODALITIES", "RUNTIMES",
 ]
 
 # ----------------------------------------------------------------------------- the vocabulary
@@ -51,6 +51,10 @@ CALIBRATIONS = ("none", "temperature")
 LAUNCHERS = ("none", "local", "slurm")
 #: where inference runs.
 DEVICES = ("auto", "cpu", "gpu")
+#: the scans a data set may offer per patient, as ``--channels`` names them (planar3d.io.records.Record):
+#: FLAIR, T1-weighted, T1-weighted after contrast (BRATS T1c, Ljubljana T1WKS/T1POST, MSSEG GADO),
+#: T2-weighted, proton density (MSSEG DP).
+MODALITIES = ("flair", "t1", "t1c", "t2", "pd")
 #: what a data set's masks mark: ``auto`` (the layout's binary lesion mask; the whole tumour of a
 #: BRATS label map) or a BRATS tumour region (planar3d.io.brats.TARGET_LABELS).
 TARGETS = ("auto", "whole_tumour", "tumour_core", "enhancing_tumour")
@@ -96,7 +100,9 @@ class Config:
         label map; ``whole_tumour``, ``tumour_core``, ``enhancing_tumour``: BRATS regions, see
         :mod:`planar3d.io.brats`).
     Windows: window (slices per window, 16) and stride (8); channels of the model input (1:
-        grey, 3: the paper's repeated grey); empty_window_weight (1 keeps all windows as
+        grey, 3: the paper's repeated grey; with several modalities, their number); modalities
+        (the scans stacked as input channels, :data:`MODALITIES` names, FLAIR first: its grid is
+        the masks'; ``["flair"]``: the paper); empty_window_weight (1 keeps all windows as
         the paper, 0 drops windows without lesion voxels).
     Model: encoder_weights (``"imagenet"``, a path, or ``"none"``), freeze_encoder,
         bottleneck_init, mapping; backbone (``"paper"``: the paper's planar 3D res-u-net of
@@ -155,6 +161,7 @@ class Config:
     window: int = 16
     stride: int = 8
     channels: int = 1
+    modalities: list[str] = field(default_factory=lambda: ["flair"])
     empty_window_weight: float = 1.0
     encoder_weights: str = "imagenet"
     freeze_encoder: bool = True
@@ -205,8 +212,7 @@ class Config:
             )
         if self.stride > self.window:
             raise Planar3DError(f"stride must not exceed window. Received: stride={self.stride}")
-        if self.channels not in (1, 3):
-            raise Planar3DError(f"channels must be 1 or 3. Received: channels={self.channels}")
+        self._validate_channels()
         if self.empty_window_weight not in (0, 1):
             raise Planar3DError(
                 "empty_window_weight must be 1 (train on every window, the paper) or 0 (drop windows "
@@ -228,6 +234,23 @@ class Config:
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise Planar3DError(f"seeds must be a non-empty list without repeats. Received: seeds={self.seeds}")
         return self
+
+    def _validate_channels(self) -> None:
+        modalities = list(self.modalities)
+        unknown = [name for name in modalities if name not in MODALITIES]
+        if unknown or not modalities or len(set(modalities)) != len(modalities) or modalities[0] != "flair":
+            raise Planar3DError(
+                f"channels must be distinct names among {list(MODALITIES)}, flair first (the scan whose grid the "
+                f"masks take), or 1 or 3 (the grey FLAIR repeated). Received: channels={' '.join(map(str, modalities))}"
+            )
+        if modalities == ["flair"]:
+            if self.channels not in (1, 3):
+                raise Planar3DError(f"channels must be 1 or 3. Received: channels={self.channels}")
+        elif self.channels != len(modalities):
+            raise Planar3DError(
+                f"channels must equal the number of modalities ({len(modalities)}: {' '.join(modalities)}). "
+                f"Received: channels={self.channels}"
+            )
 
     def _validate_backbone(self) -> None:
         if self.backbone == "paper":

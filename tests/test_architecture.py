@@ -232,7 +232,7 @@ def test_command_line_choices_come_from_the_vocabulary():
     segment = make_parser("y", "y")
     add_segment_flags(segment)
     choices = {action.dest: tuple(action.choices) for p in (parser, segment) for action in p._actions if action.choices}
-    expected = {**CHOICES, "launcher": LAUNCHERS, "device": DEVICES, "preset": choices["preset"], "channels": (1, 3)}
+    expected = {**CHOICES, "launcher": LAUNCHERS, "device": DEVICES, "preset": choices["preset"]}
     assert choices == expected
 
 

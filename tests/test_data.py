@@ -43,13 +43,13 @@ def record(tmp_path, rng) -> Record:
 @pytest.fixture
 def count_preprocess(monkeypatch):
     calls = []
-    original = data_module.preprocess
+    original = data_module.preprocess_channels
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("size"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(data_module, "preprocess", counting)
+    monkeypatch.setattr(data_module, "preprocess_channels", counting)
     return calls
 
 

@@ -27,6 +27,7 @@ from planar3d.errors import InputFileError
 from planar3d.io import brats, ljubljana
 from planar3d.io.datasets import find_dataset
 from planar3d.io.nifti import load_mask, load_scan
+from planar3d.nets.load import load_segmentation_model
 
 REALDATA = Path(os.environ.get("PLANAR3D_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
 MNI = REALDATA / "ljubljana_ms" / "cross_sectional" / "MNI"
@@ -275,13 +276,39 @@ def test_predict_and_evaluate_keep_each_real_scans_geometry(brats_run, tmp_path)
 
 
 @pytest.mark.slow
-def test_crossval_leaves_one_ljubljana_patient_out(home, tmp_path):
+def test_crossval_leaves_one_ljubljana_patient_out_on_three_sequences(home, tmp_path, capsys):
     out = tmp_path / "lj"
-    assert crossval_cli.main(["--data", str(MNI), "--out", str(out), "--folds", "1", *TINY]) == 0
+    assert crossval_cli.main(["--data", str(MNI), "--out", str(out), "--folds", "1", "--channels", "flair", "t1", "t2",
+                              *TINY]) == 0
     rows = list(csv.DictReader((out / "fold_1" / "metrics.csv").open()))
     assert [row["patient"] for row in rows] == ["patient19"]  # 3 patients, 1 centre: fold k tests the k-th
-    _same_geometry(out / "fold_1" / "predictions" / "patient19_mask.nii.gz", next((MNI / "patient19").glob("FLAIR_*")))
+    flair = next((MNI / "patient19").glob("FLAIR_*"))
+    _same_geometry(out / "fold_1" / "predictions" / "patient19_mask.nii.gz", flair)
     assert (out / "summary.md").is_file()
+    model = out / "fold_1" / "best.keras"
+    assert load_segmentation_model(model).input_shape[-1] == 3
+    # predict finds the T1 and T2 beside the FLAIR; a lone FLAIR is refused before anything is written
+    assert predict_cli.main(["--model", str(model), "--input", str(flair), "--output", str(tmp_path / "p19.nii.gz"),
+                             "--quiet", "--no-qc"]) == 0
+    _same_geometry(tmp_path / "p19.nii.gz", flair)
+    lone = _link_tree(tmp_path / "lone", {"scan.nii.gz": flair}) / "scan.nii.gz"
+    capsys.readouterr()
+    assert predict_cli.main(["--model", str(model), "--input", str(lone), "--output", str(tmp_path / "x" / "s.nii.gz"),
+                             "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {lone}: the model stacks flair t1 t2: planar3d finds the other scans in the FLAIR's patient folder of "
+        "a known layout (MSSEG-2016, Ljubljana cross-sectional, Ljubljana longitudinal, BRATS), and this FLAIR is not in one")
+    assert not (tmp_path / "x").exists()
+
+
+def test_real_readers_name_each_patients_other_scans():
+    (case, *_) = find_dataset(BRATS)
+    assert [(name, path.name) for name, path in case.channels] == [("t1c", "T1c_subtrMeanDivStd.nii.gz")]
+    (patient, *_) = find_dataset(MNI)
+    assert [(name, path.name.split("_")[0]) for name, path in patient.channels] == [("t1", "T1"), ("t1c", "T1POST"),
+                                                                                    ("t2", "T2")]
+    with pytest.raises(InputFileError, match="patient brats_2013_pat0001_1 has no t2 scan beside this FLAIR"):
+        case.scan_files(["flair", "t2"])
 
 
 # ----------------------------------------------------------------------------- data_prep/get_open_ms_data.py

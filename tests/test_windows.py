@@ -310,8 +310,10 @@ def test_dataset_errors(tmp_path):
         window_dataset(volumes, [volumes[0], np.zeros((32, 4, 4))])
     with pytest.raises(Planar3DError, match=r"in-plane size \(4, 5\).*Received: volumes\[1\]\.shape=\(32, 4, 4\)$"):
         window_dataset([volumes[0], np.zeros((32, 4, 4))], [volumes[0], np.zeros((32, 4, 4))])
-    with pytest.raises(Planar3DError, match=r"Received: volumes\[0\]\.shape=\(32, 4, 5, 1\)$"):
+    with pytest.raises(Planar3DError, match=r"Received: masks\[0\]\.shape=\(32, 4, 5, 1\)$"):
         window_dataset([volumes[0][..., None]], [volumes[0][..., None]])
+    with pytest.raises(Planar3DError, match=r"Received: volumes\[0\]\.shape=\(32, 4, 5, 2\)$"):
+        window_dataset([np.stack([volumes[0]] * 2, axis=-1)], [volumes[0]])
     with pytest.raises(Planar3DError, match=r"Received: empty_window_weight=-1$"):
         window_dataset(volumes, volumes, empty_window_weight=-1)
     with pytest.raises(Planar3DError, match=r"Received: batch_size=0$"):

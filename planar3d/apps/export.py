@@ -36,11 +36,11 @@ import numpy as np
 from planar3d import __version__
 from planar3d.atomic import check_destinations, replace_folder
 from planar3d.config import EXPORT_FORMATS, Config, load_config, make_config
-from planar3d.data.preprocess import PREPROCESS_VERSION, preprocess
+from planar3d.data.preprocess import PREPROCESS_VERSION
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.evaluation.lesions import label_lesions
 from planar3d.evaluation.metrics import dice
-from planar3d.inference.pipeline import resampled_spacing
+from planar3d.inference.pipeline import load_preprocessed, resampled_spacing
 from planar3d.inference.postprocess import binarize
 from planar3d.inference.runtimes import (
     EXPORT_FILES,
@@ -51,7 +51,6 @@ from planar3d.inference.runtimes import (
     missing_extra,
 )
 from planar3d.io.datasets import find_dataset
-from planar3d.io.nifti import load_scan
 from planar3d.io.phantom import ensure_phantom
 from planar3d.nets.load import load_segmentation_model
 
@@ -265,6 +264,7 @@ def _metadata(model: Any, model_path: Path, fmt: str, config: Config, versions: 
         "stride": int(config.stride),
         "size": size,
         "channels": channels,
+        "modalities": list(config.modalities),
         "encoder_chunk": ENCODER_CHUNK,
         "decoder_halo": decoder_halo(model),
         "threshold": float(config.threshold),
@@ -333,7 +333,7 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
     model = load_segmentation_model(model_path)
     check_exportable(model)
     config = replace(config, window=int(model.input_shape[1]), size=int(model.input_shape[2])).validate()
-    volume, _, meta = preprocess(load_scan(scan_path), size=config.size, robust=config.robust_normalisation)
+    _, volume, meta = load_preprocessed(scan_path, config, size=config.size)
     voxel_ml = float(np.prod(resampled_spacing(meta))) / 1000.0
 
     with replace_folder(out) as tmp:  # removed on any error: nothing is published

@@ -23,11 +23,11 @@ import numpy as np
 from planar3d import __version__
 from planar3d.atomic import check_destinations, check_writable, write_rows, write_text_atomic
 from planar3d.config import RUNTIMES, Config, load_config, make_config
-from planar3d.data.preprocess import preprocess
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.evaluation.lesions import label_lesions, lesion_summary, lesion_table
 from planar3d.inference.pipeline import (  # no TensorFlow: windows is imported when used
     INFERENCE_BATCH_SIZE,
+    load_preprocessed,
     native_mask,
     predict_resampled,
 )
@@ -36,7 +36,7 @@ from planar3d.inference.precision import fallback_notice, precision_for_model, r
 from planar3d.inference.runtimes import FORMAT_RUNTIMES, METADATA_NAME, load_runtime, missing_extra, read_metadata
 from planar3d.inference.temperature import apply_temperature
 from planar3d.io.datasets import find_dataset, known_dataset
-from planar3d.io.nifti import load_scan, save_nifti
+from planar3d.io.nifti import save_nifti
 from planar3d.nets.load import load_classifier, load_segmentation_model
 from planar3d.training.calibrate import CALIBRATION_NAME, calibration_record
 from planar3d.training.classify import class_probabilities, volume_sample
@@ -79,7 +79,7 @@ def predict_classes(model_path: str | Path, inputs: Sequence[str], output: str |
     rows, failures = [], []
     for path, name in scans:
         try:
-            volume, _, _ = preprocess(load_scan(path), size=size, robust=config.robust_normalisation)
+            _, volume, _ = load_preprocessed(path, config, size=size)
         except Planar3DError as error:
             print(f"error: {error}", file=sys.stderr)
             failures.append(str(path))
@@ -119,10 +119,10 @@ def is_export(path: str | Path) -> bool:
 
 def export_config(metadata: dict) -> Config:
     """The inference settings an export's ``export.json`` records (window, stride, size, channels,
-    threshold and its rule, recomposition, crop, intensity scaling), the paper's for the rest."""
+    modalities, threshold and its rule, recomposition, crop, intensity scaling), the paper's for the rest."""
     preprocessing = metadata.get("preprocessing") or {}
-    return make_config("paper", **{key: metadata.get(key) for key in ("window", "stride", "size", "channels", "threshold",
-                                                                       "threshold_rule", "blend", "crop")},
+    return make_config("paper", **{key: metadata.get(key) for key in ("window", "stride", "size", "channels", "modalities",
+                                                                       "threshold", "threshold_rule", "blend", "crop")},
                        robust_normalisation=preprocessing.get("robust_normalisation"))
 
 
@@ -263,10 +263,13 @@ def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int 
     where its fold found the reduced format moving the lesion volume); ``progress`` shows a bar
     over the windows. With ``config.calibration == "temperature"`` each member's probabilities
     are rescaled by its own temperature before the averaging (the mask at 0.5 stays; at another
-    threshold it can change, see :mod:`planar3d.inference.temperature`).
+    threshold it can change, see :mod:`planar3d.inference.temperature`). A model that stacks
+    several modalities (``config.modalities``) takes the FLAIR's other scans from its patient
+    folder (:func:`planar3d.io.datasets.scan_channels`).
 
     Raises:
-        InputFileError: a bad input file (see :func:`planar3d.io.nifti.load_scan`).
+        InputFileError: a bad input file (see :func:`planar3d.io.nifti.load_scan`), a missing
+            modality, or another scan off the FLAIR's grid.
         Planar3DError: members with different input shapes.
     """
 
@@ -275,9 +278,8 @@ def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int 
     shapes = {tuple(m.input_shape[1:4]) for m in models}
     if len(shapes) != 1:
         raise Planar3DError(f"ensemble members must take one window shape. Received: {sorted(shapes)}")
-    scan = load_scan(flair_path)
     size = int(models[0].input_shape[2])
-    volume, _, meta = preprocess(scan, size=size, robust=config.robust_normalisation)
+    scan, volume, meta = load_preprocessed(flair_path, config, size=size)
     config = replace(config, window=int(models[0].input_shape[1]), size=size)
     resampled_members = [apply_temperature(predict_resampled(m, volume, replace(config, precision=precision),
                                                              batch_size=batch_size, progress=progress), temperature)

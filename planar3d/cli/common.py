@@ -32,6 +32,7 @@ from planar3d.config import (
     DEVICES,
     LAUNCHERS,
     MAPPINGS,
+    MODALITIES,
     PRECISIONS,
     PRESETS,
     TARGETS,
@@ -120,7 +121,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--size", type=POSITIVE_INT, help=f"edge of the resampled cube (paper {defaults.size})")
     group.add_argument("--window", type=POSITIVE_INT, help=f"slices per window (paper {defaults.window})")
     group.add_argument("--stride", type=POSITIVE_INT, help=f"slices between windows (paper {defaults.stride})")
-    group.add_argument("--channels", type=int, choices=(1, 3), help="model input channels (paper code: 3; default 1, identical output)")
+    group.add_argument("--channels", nargs="+", metavar="CHANNEL",
+                       help="model input: 1 (default) or 3 (the paper code's grey FLAIR repeated, identical output), or "
+                       f"the scans to stack, FLAIR first, among {' '.join(MODALITIES)} (e.g. 'flair t1c' for BRATS)")
     group.add_argument("--epochs", type=POSITIVE_INT, help=f"maximum epochs (paper {defaults.epochs})")
     group.add_argument("--batch-size", type=POSITIVE_INT, help=f"windows per batch (paper {defaults.batch_size})")
     group.add_argument("--lr", type=POSITIVE_FLOAT, help=f"Adam learning rate (paper {defaults.lr})")
@@ -264,6 +267,8 @@ def config_from_args(args: argparse.Namespace, **extra) -> Config:
     """Build the effective :class:`Config`: preset, then every flag that was given."""
     names = [f.name for f in dataclasses.fields(Config) if f.name not in ("preset", "robust_normalisation")]
     overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    if overrides.get("channels") is not None:
+        overrides["channels"], overrides["modalities"] = parse_channels(overrides["channels"])
     if overrides.get("seed") is not None and overrides.get("seeds") is not None:
         raise Planar3DError("pass either --seed (one run) or --seeds (one run per seed), not both. "
                             f"Received: --seed {overrides['seed']} --seeds {' '.join(map(str, overrides['seeds']))}")
@@ -271,6 +276,14 @@ def config_from_args(args: argparse.Namespace, **extra) -> Config:
         overrides["robust_normalisation"] = args.robust
     overrides.update(extra)
     return make_config(args.preset, **overrides)
+
+
+def parse_channels(values: list[str]) -> tuple[int, list[str]]:
+    """``--channels`` -> ``(channels, modalities)``: ``1``/``3`` (the grey FLAIR, repeated) or modality names."""
+    if len(values) == 1 and values[0].isdigit():
+        return int(values[0]), ["flair"]
+    names = [value.lower() for value in values]
+    return len(names), names
 
 
 #: TensorFlow's start-up lines: absl's pre-initialisation notice, C++ log lines

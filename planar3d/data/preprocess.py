@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from planar3d.errors import Planar3DError
 
-__all__ = ["preprocess", "to_native", "check_size", "SAGITTAL_AXCODES", "PREPROCESS_VERSION", "SIZE_MULTIPLE"]
+__all__ = ["preprocess", "preprocess_channels", "to_native", "check_size", "SAGITTAL_AXCODES", "PREPROCESS_VERSION", "SIZE_MULTIPLE"]
 
 #: Voxel axis directions after reorientation: axis 0 toward Right (sagittal slices),
 #: axis 1 toward Inferior (image rows top to bottom), axis 2 toward Posterior
@@ -114,6 +114,41 @@ def preprocess(
         "native_lesion_ratio": lesion_ratio,
     }
     return volume, mask, meta
+
+
+def preprocess_channels(
+    flair_img: nib.Nifti1Image,
+    channel_imgs: list[nib.Nifti1Image],
+    mask_img: nib.Nifti1Image | None = None,
+    size: int = 256,
+    robust: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """:func:`preprocess` of the FLAIR, then of each other scan on its grid, stacked as channels.
+
+    Every scan is reoriented, resampled and scaled to ``[-1, 1]`` on its own intensity range, as
+    the FLAIR; since they share the FLAIR's grid (:func:`planar3d.io.nifti.load_channel`), their
+    voxels stay aligned. Without ``channel_imgs`` this is :func:`preprocess` exactly.
+
+    Returns:
+        ``(volume, mask, meta)``: ``volume`` float32 ``(size, size, size)`` without other scans, else
+        ``(size, size, size, 1 + len(channel_imgs))`` with the FLAIR as channel 0; ``mask`` and
+        ``meta`` the FLAIR's (``meta["channel_intensity_ranges"]`` added with other scans).
+
+    Raises:
+        Planar3DError: as :func:`preprocess`, or a scan not on the FLAIR's grid.
+    """
+    volume, mask, meta = preprocess(flair_img, mask_img, size=size, robust=robust)
+    if not channel_imgs:
+        return volume, mask, meta
+    channels, ranges = [volume], [meta["intensity_range"]]
+    for img in channel_imgs:
+        if img.shape != flair_img.shape or not np.allclose(img.affine, flair_img.affine, rtol=0, atol=1e-3):
+            raise Planar3DError(f"every scan must lie on the FLAIR's grid {tuple(flair_img.shape)}. "
+                                f"Received: shape={tuple(img.shape)}")
+        channel, _, channel_meta = preprocess(img, None, size=size, robust=robust)
+        channels.append(channel)
+        ranges.append(channel_meta["intensity_range"])
+    return np.stack(channels, axis=-1), mask, {**meta, "channel_intensity_ranges": ranges}
 
 
 def to_native(prob_volume: np.ndarray, meta: dict, order: int = 1) -> np.ndarray:

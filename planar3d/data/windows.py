@@ -93,7 +93,8 @@ def window_dataset(
 
     Args:
         volumes: sequence of `(slices, rows, cols)` scans (NumPy arrays, ``np.memmap`` or
-            ``.npy`` paths); depths may differ, the in-plane size must not.
+            ``.npy`` paths), or `(slices, rows, cols, channels)` stacks of several modalities
+            with ``channels`` of them; depths may differ, the in-plane size must not.
         masks: sequence of `(slices, rows, cols)` lesion masks in [0, 1], one per volume.
         size: slices per window (paper: 16).
         stride: slices between window starts (paper: 8).
@@ -101,7 +102,8 @@ def window_dataset(
         shuffle: shuffle the windows across patients every epoch; False keeps patient order,
             then slice order.
         seed: seed of the shuffle.
-        channels: channels of the window (the grey scan is repeated; the reference used 3).
+        channels: channels of the window (a grey scan is repeated; the reference used 3; a
+            stack must have exactly this many).
         empty_window_weight: weight of windows whose mask has no lesion voxel. 1 (default, the
             paper) trains on all windows equally and yields pairs; any other value adds a
             per-window weight as third element (1 for windows with lesions); 0 also drops
@@ -143,23 +145,25 @@ def window_dataset(
     # (patient, start) index list
     pairs = []
     for patient, (volume, mask) in enumerate(zip(volumes, masks)):
-        if volume.ndim != 3:
+        if volume.ndim != volumes[0].ndim or volume.ndim not in (3, 4) or (volume.ndim == 4 and volume.shape[-1] != channels):
             raise Planar3DError(
-                f"each volume must have shape (slices, rows, cols). Received: volumes[{patient}].shape={volume.shape}"
+                f"each volume must have shape (slices, rows, cols), or (slices, rows, cols, {channels}) for all of them. "
+                f"Received: volumes[{patient}].shape={volume.shape}"
             )
-        if mask.shape != volume.shape:
+        if mask.shape != volume.shape[:3]:
             raise Planar3DError(
-                f"masks[{patient}] must have the shape of volumes[{patient}] {volume.shape}. "
+                f"masks[{patient}] must have the shape of volumes[{patient}] {volume.shape[:3]}. "
                 f"Received: masks[{patient}].shape={mask.shape}"
             )
         if volume.shape[1:] != volumes[0].shape[1:]:
             raise Planar3DError(
-                f"all volumes must share the in-plane size {volumes[0].shape[1:]}. "
+                f"all volumes must share the in-plane size {volumes[0].shape[1:3]}. "
                 f"Received: volumes[{patient}].shape={volume.shape}"
             )
         pairs.extend((patient, start) for start in window_starts(volume.shape[0], size, stride))
     pairs = np.asarray(pairs, dtype=np.int64)  # (windows, 2)
-    rows, cols = volumes[0].shape[1:]
+    rows, cols = volumes[0].shape[1:3]
+    stacked = volumes[0].ndim == 4
 
     def read(patient: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         slab = slice(int(start), int(start) + size)
@@ -170,7 +174,10 @@ def window_dataset(
 
     def load(pair: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         window, mask = tf.numpy_function(read, [pair[0], pair[1]], [tf.float32, tf.float32], stateful=False)
-        window = tf.repeat(tf.ensure_shape(window, (size, rows, cols))[..., tf.newaxis], channels, axis=-1)
+        if stacked:
+            window = tf.ensure_shape(window, (size, rows, cols, channels))
+        else:
+            window = tf.repeat(tf.ensure_shape(window, (size, rows, cols))[..., tf.newaxis], channels, axis=-1)
         return window, tf.ensure_shape(mask, (size, rows, cols))[..., tf.newaxis]
 
     def add_weight(window: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

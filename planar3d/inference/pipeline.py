@@ -4,18 +4,32 @@ training (test scans of a fold) and :mod:`planar3d.apps.predict`.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from planar3d.config import Config
-from planar3d.data.preprocess import to_native
+from planar3d.data.preprocess import preprocess_channels, to_native
 from planar3d.inference.postprocess import binarize
+from planar3d.io.datasets import scan_channels
+from planar3d.io.nifti import load_channel, load_scan
 
-__all__ = ["INFERENCE_BATCH_SIZE", "native_mask", "predict_resampled", "resampled_spacing", "segment_volume"]
+__all__ = ["INFERENCE_BATCH_SIZE", "load_preprocessed", "native_mask", "predict_resampled", "resampled_spacing", "segment_volume"]
 
 
 #: Windows per forward pass at inference. On a 2-core CPU at 256³, batch 1 was faster than 2
 #: (126 s vs 138-266 s for 31 windows) and peaked at 5.3 GB instead of 6.8 GB.
 INFERENCE_BATCH_SIZE = 1
+
+
+def load_preprocessed(flair_path: str | os.PathLike, config: Config, size: int) -> tuple[object, np.ndarray, dict]:
+    """``(FLAIR image, preprocessed volume, meta)`` of one scan and, for a model stacking several
+    modalities, its other scans as channels (:func:`planar3d.data.preprocess.preprocess_channels`)."""
+    flair, *others = scan_channels(flair_path, config.modalities)
+    scan = load_scan(flair)
+    channels = [load_channel(path, scan, name) for name, path in zip(config.modalities[1:], others)]
+    volume, _, meta = preprocess_channels(scan, channels, size=size, robust=config.robust_normalisation)
+    return scan, volume, meta
 
 
 def segment_volume(model, volume: np.ndarray, meta: dict, config: Config, batch_size: int = INFERENCE_BATCH_SIZE,

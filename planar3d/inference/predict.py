@@ -219,7 +219,8 @@ def predict_volume(
             another runtime (:class:`planar3d.inference.runtimes.ExportedNetwork`): its encoder
             and window decoder run through the same crop, stream and kept-slice structure.
         volume: `(slices, rows, cols)` preprocessed scan (rows and cols multiples of 16 for a
-            crop); the paper's path also takes `(slices, rows, cols, channels)`.
+            crop), or `(slices, rows, cols, channels)` with the model's channels (several
+            modalities stacked, FLAIR first: the head is found on channel 0).
         size: slices per window (paper: 16); must match the model's input if that is fixed.
         stride: slices between window starts (paper: 8).
         mode: recomposition, ``"middle"`` (paper Eq. 1), ``"mean"`` or ``"gaussian"``.
@@ -260,14 +261,15 @@ def predict_volume(
     volume = np.asarray(volume, dtype=np.float32)
     if volume.ndim == 4 and volume.shape[-1] == 1:
         volume = volume[..., 0]
-    if volume.ndim != 3:
-        raise Planar3DError(f"volume must have shape (slices, rows, cols). Received: volume.shape={volume.shape}")
+    input_shape = tuple(model.input_shape)
+    channels = int(input_shape[-1])
+    if volume.ndim not in (3, 4) or (volume.ndim == 4 and volume.shape[-1] != channels):
+        raise Planar3DError(f"volume must have shape (slices, rows, cols) or (slices, rows, cols, {channels}) for this "
+                            f"model. Received: volume.shape={volume.shape}")
     depth = volume.shape[0]
     starts = window_starts(depth, size, stride)
-    input_shape = tuple(model.input_shape)
     if input_shape[1] is not None and input_shape[1] != size:
         raise Planar3DError(f"the model takes windows of {input_shape[1]} slices. Received: size={size}")
-    channels = int(input_shape[-1])
 
     # head boxes (flipped with the volume for each TTA pass)
     if crop == "off":
@@ -276,7 +278,7 @@ def predict_volume(
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ForegroundWarning)
-            mask = head_mask(volume)
+            mask = head_mask(volume if volume.ndim == 3 else volume[..., 0])
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
     net = model if exported else inference_model(model, precision)
@@ -293,7 +295,8 @@ def predict_volume(
             else:
                 per = _AUTO_CROP if crop == "auto" else crop
                 boxes = crop_boxes(np.flip(mask, axes) if axes else mask, size, stride, per=per)
-            flipped = np.repeat(flipped[..., None], channels, axis=-1)  # (slices, rows, cols, channels)
+            if flipped.ndim == 3:
+                flipped = np.repeat(flipped[..., None], channels, axis=-1)  # (slices, rows, cols, channels)
             windows = _one_pass(net, forward, np.ascontiguousarray(flipped), boxes, size, stride, stream, mode, bar)
             probability = recompose(tf.constant(windows[..., None]), depth, size, stride, mode)[..., 0]
             probability = tf.reverse(probability, axes) if axes else probability

@@ -3,12 +3,13 @@
 These layouts are understood:
 
 * MSSEG-2016 *unprocessed* training layout: one folder per patient id holding
-  ``3DFLAIR.nii.gz`` and ``Consensus.nii.gz``. The path given may be that folder's parent
+  ``3DFLAIR.nii.gz`` and ``Consensus.nii.gz`` (and the other scans :data:`MSSEG_CHANNELS`). The path given may be that folder's parent
   (``TrainingDataset_MSSEG/``) or any ancestor up to three levels above the patient
   folders (e.g. the folder holding ``Unprocessed training dataset/``). The centre is the
   first two characters of the patient id.
 * A table (``.csv`` or ``.tsv``) with the columns ``subject, centre, flair, mask``; an
-  empty ``mask`` cell means "no mask". Relative paths are resolved against the table's
+  empty ``mask`` cell means "no mask"; optional columns named after the other scans
+  (``t1, t1c, t2, pd``) give them. Relative paths are resolved against the table's
   folder.
 * A BIDS dataset (a folder holding ``dataset_description.json``), read by
   :mod:`planar3d.io.bids`.
@@ -29,7 +30,9 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Sequence
 
+from planar3d.config import MODALITIES
 from planar3d.errors import InputFileError
 from planar3d.io import brats, ljubljana
 from planar3d.io.bids import bids_records
@@ -37,8 +40,8 @@ from planar3d.io.nifti import one_line
 from planar3d.io.records import Record
 
 __all__ = [
-    "LAYOUTS", "MSSEG_MASK_NAME", "MSSEG_SCAN_NAME", "TABLE_COLUMNS", "find_dataset", "find_msseg2016", "find_patient_folders",
-    "known_dataset", "read_dataset_table",
+    "LAYOUTS", "MSSEG_CHANNELS", "MSSEG_MASK_NAME", "MSSEG_SCAN_NAME", "TABLE_COLUMNS", "find_dataset", "find_msseg2016", "find_patient_folders",
+    "known_dataset", "read_dataset_table", "scan_channels",
 ]
 
 
@@ -46,6 +49,11 @@ MSSEG_SCAN_NAME = "3DFLAIR.nii.gz"
 
 
 MSSEG_MASK_NAME = "Consensus.nii.gz"
+
+
+#: the MSSEG-2016 unprocessed scans besides the FLAIR, by modality (on their own grids: they are
+#: stacked only after co-registration onto the FLAIR).
+MSSEG_CHANNELS = {"t1": "3DT1.nii.gz", "t1c": "3DT1GADO.nii.gz", "t2": "T2.nii.gz", "pd": "DP.nii.gz"}
 
 
 TABLE_COLUMNS = ("subject", "centre", "flair", "mask")
@@ -199,7 +207,8 @@ def find_msseg2016(root: str | os.PathLike, require_masks: bool = False) -> list
             if require_masks:
                 raise InputFileError(mask, "file not found (every patient needs a lesion mask)")
             mask = None
-        records[patient_id] = Record(patient_id, patient_id[:2], scan, mask)
+        channels = tuple((name, folder / file) for name, file in MSSEG_CHANNELS.items() if (folder / file).is_file())
+        records[patient_id] = Record(patient_id, patient_id[:2], scan, mask, channels=channels)
     if not records:
         raise InputFileError(
             root, f"no patient folders with {MSSEG_SCAN_NAME} found up to {_MAX_SEARCH_DEPTH} levels down"
@@ -210,8 +219,9 @@ def find_msseg2016(root: str | os.PathLike, require_masks: bool = False) -> list
 def read_dataset_table(path: str | os.PathLike, require_masks: bool = False) -> list[Record]:
     """Read a dataset table with the columns ``subject, centre, flair, mask``.
 
-    The delimiter is a tab for ``.tsv`` and a comma for ``.csv``. Extra columns are
-    ignored; an empty ``mask`` cell (or no ``mask`` column) means no mask. Relative
+    The delimiter is a tab for ``.tsv`` and a comma for ``.csv``. Columns named after a modality
+    other than the FLAIR (``t1``, ``t1c``, ``t2``, ``pd``) give that scan (an empty cell: none);
+    other extra columns are ignored; an empty ``mask`` cell (or no ``mask`` column) means no mask. Relative
     paths are resolved against the table's folder.
 
     Returns:
@@ -253,8 +263,35 @@ def read_dataset_table(path: str | os.PathLike, require_masks: bool = False) -> 
             raise InputFileError(mask_path, f"file not found (listed in {path.name} line {line})")
         if mask_path is None and require_masks:
             raise InputFileError(path, f"line {line}: subject {subject!r} has no mask")
-        records[subject] = Record(subject, centre, flair_path, mask_path)
+        channels = []
+        for modality in (name for name in MODALITIES[1:] if row.get(name)):
+            channel = _resolve(path.parent, row[modality])
+            if not channel.is_file():
+                raise InputFileError(channel, f"file not found (listed in {path.name} line {line}, column {modality})")
+            channels.append((modality, channel))
+        records[subject] = Record(subject, centre, flair_path, mask_path, channels=tuple(channels))
     return [records[key] for key in sorted(records)]
+
+
+def scan_channels(flair: str | os.PathLike, modalities: Sequence[str]) -> list[Path]:
+    """The files of ``modalities`` (FLAIR first) for one FLAIR, its other scans found beside it.
+
+    The FLAIR's folder must be a patient folder of a known layout (:data:`LAYOUTS`: a BRATS case,
+    a Ljubljana or MSSEG-2016 patient) listing the other scans; for the FLAIR alone, no search.
+
+    Raises:
+        InputFileError: the folder is of no known layout, or the patient has no scan of a modality.
+    """
+    flair = Path(flair)
+    if list(modalities) == ["flair"]:
+        return [flair]
+    records = known_dataset(flair.parent) if flair.parent.is_dir() else None
+    record = next((r for r in records or () if r.flair.resolve() == flair.resolve()), None)
+    if record is None:
+        raise InputFileError(flair, f"the model stacks {' '.join(modalities)}: planar3d finds the other scans in the "
+                             f"FLAIR's patient folder of a known layout ({', '.join(LAYOUTS)}), and this FLAIR is not "
+                             "in one")
+    return record.scan_files(modalities)
 
 
 def _resolve(base: Path, value: str) -> Path:

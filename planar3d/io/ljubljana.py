@@ -6,10 +6,10 @@ lesion masks) and Lesjak et al., Neuroinformatics 14:403-420, 2016 (longitudinal
 patients, two visits, masks of new or enlarged lesions). Every patient is a ``patientNN/``
 folder; its files, by variant (names may carry a ``patientNN_`` prefix):
 
-* cross-sectional ``raw/`` and ``coregistered/``: ``FLAIR.nii.gz``, ``T1W.nii.gz``,
-  ``T1WKS.nii.gz``, ``T2W.nii.gz`` and the lesion mask ``consensus_gt.nii.gz``;
+* cross-sectional ``raw/`` and ``coregistered/``: ``FLAIR.nii.gz``, ``T1W.nii.gz`` (``t1``),
+  ``T1WKS.nii.gz`` (``t1c``, after contrast), ``T2W.nii.gz`` (``t2``) and the lesion mask ``consensus_gt.nii.gz``;
 * cross-sectional ``MNI/`` (the open_ms_data repository's registration to MNI):
-  ``FLAIR_…_regtoMNI.nii.gz``, ``T1_…``, ``T1POST_…``, ``T2_…`` and
+  ``FLAIR_…_regtoMNI.nii.gz``, ``T1_…`` (``t1``), ``T1POST_…`` (``t1c``), ``T2_…`` (``t2``) and
   ``GOLD_STANDARD_…_regtoMNI.nii.gz``;
 * longitudinal ``raw/`` and ``coregistered/``: ``study{1,2}_FLAIR.nii.gz``, their ITK
   transforms ``study{1,2}_FLAIR_to_common_space.txt`` and ``gt.nii.gz``, the new and enlarged
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from planar3d.errors import InputFileError
-from planar3d.io.records import Record, files_matching
+from planar3d.io.records import Record, files_matching, modality_files
 
 __all__ = [
     "CENTRE", "LongitudinalPatient", "cross_sectional_record", "is_cross_sectional_patient", "is_longitudinal_patient",
@@ -44,6 +44,14 @@ _PATIENT = re.compile(r"^patient\d+$")
 
 
 _FLAIR = re.compile(r"^(patient\d+_)?(FLAIR\.nii\.gz|FLAIR_.*regtoMNI\.nii\.gz)$")
+
+
+#: the other scans: ``T1W``/``T1_…`` (t1), ``T1WKS``/``T1POST_…`` (t1c: after contrast), ``T2W``/``T2_…`` (t2).
+_CHANNELS = {
+    "t1": re.compile(r"^(patient\d+_)?(T1W\.nii\.gz|T1_.*regtoMNI\.nii\.gz)$"),
+    "t1c": re.compile(r"^(patient\d+_)?(T1WKS\.nii\.gz|T1POST_.*regtoMNI\.nii\.gz)$"),
+    "t2": re.compile(r"^(patient\d+_)?(T2W\.nii\.gz|T2_.*regtoMNI\.nii\.gz)$"),
+}
 
 
 _MASK = re.compile(r"^(patient\d+_)?(consensus_gt\.nii\.gz|GOLD_STANDARD_.*regtoMNI\.nii\.gz)$")
@@ -95,7 +103,7 @@ def cross_sectional_record(folder: Path, require_masks: bool = False) -> Record:
     if not masks and require_masks:
         raise InputFileError(folder, "no consensus mask (consensus_gt.nii.gz or GOLD_STANDARD_*regtoMNI.nii.gz); "
                              "every patient needs one")
-    return Record(folder.name, CENTRE, flairs[0], masks[0] if masks else None)
+    return Record(folder.name, CENTRE, flairs[0], masks[0] if masks else None, channels=modality_files(folder, _CHANNELS))
 
 
 def longitudinal_patient(folder: Path) -> LongitudinalPatient:

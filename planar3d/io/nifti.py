@@ -17,7 +17,7 @@ import numpy as np
 from planar3d.atomic import atomic_path
 from planar3d.errors import InputFileError, Planar3DError
 
-__all__ = ["check_binary", "load_mask", "load_nifti", "load_scan", "mask_voxels", "one_line", "save_nifti"]
+__all__ = ["check_binary", "load_channel", "load_mask", "load_nifti", "load_scan", "mask_voxels", "one_line", "save_nifti"]
 
 
 _AFFINE_TOLERANCE_MM = 1e-3
@@ -72,6 +72,24 @@ def load_scan(path: str | os.PathLike) -> nib.Nifti1Image:
     data = img.get_fdata(dtype=np.float32)
     if data.min() == data.max():
         raise InputFileError(path, f"constant image (every voxel is {float(data.min())!r})")
+    return img
+
+
+def load_channel(path: str | os.PathLike, flair_img: nib.Nifti1Image, modality: str) -> nib.Nifti1Image:
+    """Load another scan of the FLAIR's patient (:func:`load_scan`) and check that it lies on the FLAIR's grid.
+
+    Raises:
+        InputFileError: as :func:`load_scan`, or its shape or affine differs from the FLAIR's (the
+            scans are stacked voxel by voxel: co-register and resample it onto the FLAIR first).
+    """
+    img = load_scan(path)
+    advice = "resample it onto the FLAIR's grid first"
+    if img.shape != flair_img.shape:
+        raise InputFileError(path, f"{modality} scan of shape {tuple(img.shape)} is not on the FLAIR's grid "
+                             f"{tuple(flair_img.shape)}: {advice}")
+    if not np.allclose(img.affine, flair_img.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
+        worst = float(np.max(np.abs(img.affine - flair_img.affine)))
+        raise InputFileError(path, f"{modality} scan's affine differs from the FLAIR's (by up to {worst:.4g}): {advice}")
     return img
 
 

@@ -25,7 +25,7 @@ from keras import layers
 from planar3d.config import CHOICES
 from planar3d.errors import Planar3DError
 from planar3d.nets.layers import ACSConv3D, PlanarConv3D
-from planar3d.nets.mapping import MAPPINGS, grey_kernel, map_vgg16
+from planar3d.nets.mapping import MAPPINGS, channel_kernel, map_vgg16
 from planar3d.nets.weights import load_vgg16_2d
 
 __all__ = ["BOTTLENECK_SOURCES", "DECODER_SKIPS", "ENCODER_LAYERS", "build_model", "encoder_layer_names"]
@@ -55,8 +55,6 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int, int]:
         raise Planar3DError(
             f"input_shape must be (slices, rows, cols, channels) of positive ints. Received: input_shape={shape}"
         )
-    if shape[-1] not in (1, 3):
-        raise Planar3DError(f"input_shape must have 1 or 3 channels. Received: input_shape={shape}")
     if any(s % _DEPTH_MULTIPLE for s in shape[:3]):
         raise Planar3DError(
             f"slices, rows and cols must be multiples of {_DEPTH_MULTIPLE} (four 2x2x2 poolings). "
@@ -125,8 +123,8 @@ def _load_encoder(model: keras.Model, vgg2d, channels: int, bottleneck_init: str
     mapped = map_vgg16(vgg2d, mode=mapping, axis=0)
     for name in encoder_layer_names():
         kernel, bias = mapped[name]
-        if name == "block1_conv1" and channels == 1:
-            kernel = grey_kernel(kernel)
+        if name == "block1_conv1":
+            kernel = channel_kernel(kernel, channels)
         model.get_layer(name).set_weights([kernel, bias])
     if bottleneck_init == "vgg":
         for name, source in BOTTLENECK_SOURCES.items():
@@ -147,7 +145,9 @@ def build_model(
     Args:
         input_shape: `(slices, rows, cols, channels)`; slices, rows and cols multiples of
             16; 1 channel (grey FLAIR; ``block1_conv1``'s kernel summed over its RGB inputs,
-            exactly equal to feeding the grey image on 3 channels, 3x cheaper) or 3.
+            exactly equal to feeding the grey image on 3 channels, 3x cheaper), 3, or ``C``
+            stacked MRI sequences (the RGB kernels' mean, scaled by 3 / C:
+            :func:`planar3d.nets.mapping.channel_kernel`).
         encoder_weights: ``"imagenet"``, a path to a VGG16 weights ``.h5`` file, or ``None``
             for a random encoder drawn from ``seed`` (see
             :func:`planar3d.nets.weights.load_vgg16_2d`). Ignored with ``mapping="none"``.

@@ -66,8 +66,10 @@ def dataset_labels(config: Config, records: Sequence[Record]) -> dict[str, int]:
 
 
 def volume_sample(volume: np.ndarray, channels: int) -> np.ndarray:
-    """`(size, size, size)` -> `(size, size, size, channels)` float32 (grey repeated)."""
-    return np.repeat(np.asarray(volume, dtype=np.float32)[..., None], channels, axis=-1)
+    """`(size, size, size)` -> `(size, size, size, channels)` float32 (grey repeated); a stack of
+    modalities `(size, size, size, channels)` as it is."""
+    volume = np.asarray(volume, dtype=np.float32)
+    return volume if volume.ndim == 4 else np.repeat(volume[..., None], channels, axis=-1)
 
 
 def _dataset(volumes: Sequence[np.ndarray], labels: Sequence[int], config: Config, first_epoch: int | None):

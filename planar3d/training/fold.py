@@ -117,7 +117,8 @@ def run_fold(task: FoldTask, config: Config, fold: int, out_dir: str | Path, ove
             return task.finished_rows(fold_dir)
         task.check(config, records, split)
 
-        cases = load_cases(records, size=config.size, cache_dir=cache_dir, robust=config.robust_normalisation)
+        cases = load_cases(records, size=config.size, cache_dir=cache_dir, robust=config.robust_normalisation,
+                           modalities=config.modalities)
         by_id = {case.patient_id: case for case in cases}
         plan = task.plan(config, records, split, by_id)
         seed_run(config)

@@ -188,7 +188,7 @@ def evaluate_fold(fold_dir: Path, cases: Sequence[CachedCase], config: Config, f
         else:
             resampled_mask = binarize(resampled, threshold=config.threshold, rule=config.threshold_rule)
             metrics = scan_metrics(case.mask > 0.5, resampled_mask, resampled_spacing(case.meta))
-        plot_overlay(case.volume, prediction=binarize(resampled, threshold=config.threshold, rule=config.threshold_rule),
+        plot_overlay(case.volume if case.volume.ndim == 3 else case.volume[..., 0], prediction=binarize(resampled, threshold=config.threshold, rule=config.threshold_rule),
                      reference=case.mask, path=fold_dir / "overlays" / f"{case.patient_id}.png",
                      title=f"{case.patient_id}: Dice {metrics['dice']:.3f}")
         rows.append({"fold": fold, "patient": case.patient_id, "centre": case.centre, **metrics})
