@@ -172,3 +172,17 @@ def test_lesion_table_rejects_bad_input():
     probabilities[2, 2, 2] = np.nan
     with pytest.raises(Planar3DError, match=r"probabilities must be finite inside lesions"):
         lesion_table(mask, np.eye(4), probabilities=probabilities)
+
+
+def test_lesions_mostly_outside_the_head_mask_are_flagged():
+    mask = np.zeros((10, 12, 14), np.uint8)
+    mask[1:3, 1:3, 1:3] = 1  # 8 voxels, 2 of them in the head: outside
+    mask[5:7, 5:9, 5:9] = 1  # 32 voxels, all in the head (id 1, the largest)
+    mask[8, 10, 10:14] = 1  # 4 voxels, exactly 2 in the head: in (half counts as in)
+    head = np.zeros(mask.shape, bool)
+    head[2:, 2:, 2:12] = True
+    rows = lesion_table(mask, np.eye(4), head=head)
+    assert [(row["id"], row["voxels"], row["outside_head"]) for row in rows] == [(1, 32, False), (2, 8, True), (3, 4, False)]
+    assert "outside_head" not in lesion_table(mask, np.eye(4))[0]
+    with pytest.raises(Planar3DError, match=r"head must have the mask's shape \(10, 12, 14\). Received: shape=\(10, 12\)"):
+        lesion_table(mask, np.eye(4), head=head[..., 0])

@@ -489,6 +489,8 @@ def test_a_successful_predict_leaves_its_inputs_unchanged(trained, tmp_path, cap
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == [
         "mask.nii.gz", "mask_labels.nii.gz", "mask_lesions.csv", "mask_lesions.json", "mask_qc.png", "prob.nii.gz"]
     assert (tmp_path / "many" / "lesion_summary.csv").is_file()
+    lesions = list(csv.DictReader((tmp_path / "one" / "mask_lesions.csv").open()))
+    assert lesions and {row["outside_head"] for row in lesions} <= {"True", "False"}  # the reports' warning reads it
     assert _digest(inputs) == before and _digest(model_dir) == model_before
     assert sorted(p.name for p in inputs.iterdir()) == sorted(before)  # nothing added beside the inputs either
 

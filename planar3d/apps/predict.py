@@ -286,7 +286,7 @@ def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int 
                          for m, (precision, temperature) in zip(models, settings)]
     resampled = resampled_members[0] if len(models) == 1 else ensemble_mean(resampled_members)
     prob, mask = native_mask(resampled, meta, config)
-    table = lesion_table(mask, scan.affine, probabilities=prob)
+    table = lesion_table(mask, scan.affine, probabilities=prob, head=native_head(volume, meta))
     members: tuple = ()
     if len(models) > 1:
         natives = [native_mask(member, meta, config) for member in resampled_members]
@@ -395,6 +395,20 @@ def member_settings(models: Sequence, config: Config, announce: bool = False) ->
             print(fallback_notice(str(file), auto, precision_record))
         settings.append((precision, temperature))
     return settings
+
+
+def native_head(volume: np.ndarray, meta: dict) -> np.ndarray:
+    """The head mask (:func:`planar3d.data.foreground.head_mask`, on the FLAIR channel) of a preprocessed
+    scan, on the scan's native grid; all False for a scan without contrast (said once by the inference)."""
+    import warnings
+
+    from planar3d.data.foreground import ForegroundWarning, head_mask
+    from planar3d.data.preprocess import to_native
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ForegroundWarning)
+        head = head_mask(volume if volume.ndim == 3 else volume[..., 0])
+    return to_native(head.astype(np.float32), meta, order=0) > 0.5
 
 
 def predict_scan(model, flair_path: str | Path, output: str | Path, config: Config, probabilities: str | Path | None = None,

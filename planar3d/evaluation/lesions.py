@@ -150,6 +150,7 @@ def lesion_table(
     probabilities: Any | None = None,
     min_lesion_mm3: float = 0.0,
     connectivity: int = 6,
+    head: Any | None = None,
 ) -> list[dict]:
     """One row per lesion of a scan's binary segmentation.
 
@@ -165,12 +166,16 @@ def lesion_table(
         min_lesion_mm3: lesions of at most ``floor(min_lesion_mm3 / voxel volume)`` voxels are
             left out (0 keeps all; the MSSEG-2016 evaluation uses 3).
         connectivity: 6, 18 or 26 (see :func:`label_lesions`).
+        head: optional `(slices, rows, cols)` boolean head mask on the mask's grid; adds
+            ``outside_head`` to each row, True when fewer than half of the lesion's voxels are in it
+            (a mark in the air around the head, which the HTML reports warn about).
 
     Returns:
         A list of dicts ordered by id, with keys ``id`` (int), ``voxels`` (int),
         ``volume_mm3``, ``centroid_i``, ``centroid_j``, ``centroid_k`` (voxel indices along
         slices, rows, cols), ``centroid_x_mm``, ``centroid_y_mm``, ``centroid_z_mm`` (scanner
-        coordinates) and ``mean_probability`` (None without ``probabilities``).
+        coordinates), ``mean_probability`` (None without ``probabilities``) and, with ``head``,
+        ``outside_head``.
 
     Raises:
         Planar3DError: a non-binary mask, a bad affine, a probability volume of another
@@ -190,6 +195,11 @@ def lesion_table(
         return []
 
     # per-lesion sums over the lesion voxels only, one slice at a time (memory O(slice))
+    if head is not None:
+        head = np.asarray(head, dtype=bool)
+        if head.shape != mask.shape:
+            raise Planar3DError(f"head must have the mask's shape {mask.shape}. Received: shape={head.shape}")
+        in_head = np.zeros(n + 1)
     counts = np.zeros(n + 1)
     coordinate_sums = np.zeros((n + 1, 3))
     probability_sums = np.zeros(n + 1)
@@ -203,6 +213,8 @@ def lesion_table(
         coordinate_sums[:, 0] += in_slice * i
         coordinate_sums[:, 1] += np.bincount(ids, weights=rows, minlength=n + 1)
         coordinate_sums[:, 2] += np.bincount(ids, weights=cols, minlength=n + 1)
+        if head is not None:
+            in_head += np.bincount(ids, weights=head[i, rows, cols], minlength=n + 1)
         if probabilities is not None:
             values = np.asarray(probabilities[i, rows, cols], dtype=np.float64)
             if not np.all(np.isfinite(values)):
@@ -215,7 +227,8 @@ def lesion_table(
     if probabilities is not None:
         mean_probability = (probability_sums[1:] / counts).tolist()
 
-    return [
+    outside = [None] * n if head is None else (in_head[1:] * 2 < counts).tolist()
+    rows = [
         {
             "id": lesion + 1,
             "voxels": int(counts[lesion]),
@@ -230,6 +243,10 @@ def lesion_table(
         }
         for lesion in range(n)
     ]
+    if head is not None:
+        for row, flag in zip(rows, outside):
+            row["outside_head"] = bool(flag)
+    return rows
 
 
 def lesion_summary(table: Sequence[dict]) -> dict:
