@@ -204,7 +204,7 @@ def run_participant(
     check_calibration(files, config)
     select_device(device)
     loaded = load_members(files)
-    member_settings(loaded if isinstance(loaded, list) else [loaded], config, announce=True)
+    member_settings(loaded, config, announce=True)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     if overwrite or not (output_dir / _DESCRIPTION).is_file():

@@ -371,8 +371,8 @@ def check_calibration(files: Sequence[Path], config: Config) -> None:
             raise _missing_calibration(Path(file))
 
 
-def member_settings(models: Sequence, config: Config, announce: bool = False) -> list[tuple[str, float]]:
-    """Each model's ``(precision, temperature)``: ``config.precision`` under the fall-back rule of
+def member_settings(models, config: Config, announce: bool = False) -> list[tuple[str, float]]:
+    """Each model's (one model, or a list: an ensemble) ``(precision, temperature)``: ``config.precision`` under the fall-back rule of
     :func:`planar3d.inference.precision.precision_for_model` (the precision record in the
     ``calibration.json`` beside the model), and with ``config.calibration == "temperature"`` the
     temperature stored there, else 1 (the probabilities unchanged). ``announce`` prints one line
@@ -383,7 +383,7 @@ def member_settings(models: Sequence, config: Config, announce: bool = False) ->
     """
     auto = resolve_precision("auto") if config.precision == "auto" else config.precision
     settings = []
-    for model in models:
+    for model in models if isinstance(models, (list, tuple)) else [models]:
         file = model_source(model)
         record = calibration_record(file) if file is not None else None
         if config.calibration == "temperature" and (not record or "temperature" not in record):

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     select_device(args.device if args.runtime == "tensorflow" else "cpu")
     model = load_members(files, args.runtime, config.precision)
     if not exported:
-        member_settings(model if isinstance(model, list) else [model], config, announce=True)
+        member_settings(model, config, announce=True)
 
     rows, failures = segment_scans(model, pairs, config, lesion_map=args.lesion_map, report=not args.no_report,
                                    overlay=not args.no_qc, radiological=not args.neurological,
