@@ -8,6 +8,7 @@ without the file, but fail under ``CI=true``: CI must never pass by skipping the
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,35 @@ def _release_memory_after_each_module():
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except OSError:  # another C library (musl)
             pass
+
+
+#: (raise of the peak RSS in MB, peak after, test id) of every test that raised this process's or
+#: its children's peak resident memory, for the summary at the end (which module sets the peak).
+_PEAK_STEPS: list[tuple[float, float, str]] = []
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    usage = [resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return max(usage) / 1024  # Linux reports KiB
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    before = _peak_rss_mb()
+    yield
+    after = _peak_rss_mb()
+    if after - before >= 50:
+        _PEAK_STEPS.append((after - before, after, item.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _PEAK_STEPS or not sys.platform.startswith("linux"):
+        return
+    terminalreporter.section("peak memory: the tests that raised it (max RSS of this process or one child)")
+    for raise_mb, peak_mb, nodeid in sorted(_PEAK_STEPS, reverse=True)[:10]:
+        terminalreporter.write_line(f"+{raise_mb:7.0f} MB -> {peak_mb:7.0f} MB  {nodeid}")
 
 
 @pytest.fixture
