@@ -117,3 +117,65 @@ def test_uncertainty_takes_one_input(scan, tmp_path, capsys):
     assert capsys.readouterr().err == ("error: --probabilities and --uncertainty take one input; in folder mode these "
                                        "maps are not written\n")
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- one encoder for the members
+
+@pytest.fixture(scope="module")
+def two_decoders():
+    """Two planar res-u-nets (16 x 32 x 32) with one encoder (the first's) and different decoders."""
+    from planar3d.nets.model import build_model, encoder_layer_names
+
+    first, second = (build_model((16, 32, 32, 1), encoder_weights=None, seed=seed) for seed in (1, 2))
+    for name in encoder_layer_names():
+        second.get_layer(name).set_weights(first.get_layer(name).get_weights())
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def head_volume():
+    volume = np.full((32, 32, 32), -1.0, np.float32)
+    volume[3:29, 5:27, 4:28] = np.random.default_rng(3).random((26, 22, 24)) * 2 - 1
+    return volume
+
+
+@pytest.mark.parametrize("crop, tta", [("auto", False), ("auto", True), ("off", False)])
+def test_members_with_one_encoder_compute_it_once_and_get_their_own_results(two_decoders, head_volume, crop, tta,
+                                                                            monkeypatch):
+    from planar3d.inference.predict import predict_members, predict_volume, shares_encoder
+    from planar3d.nets import stream
+
+    assert shares_encoder(list(two_decoders))
+    alone = [predict_volume(model, head_volume, crop=crop, precision="float32", tta=tta, stream=True)
+             for model in two_decoders]
+    assert not np.array_equal(alone[0], alone[1])  # the decoders differ
+    calls = []
+    original = stream.encode
+    monkeypatch.setattr(stream, "encode", lambda model, inputs: calls.append(model.name) or original(model, inputs))
+    predict_volume(two_decoders[0], head_volume, crop=crop, precision="float32", tta=tta, stream=True)
+    per_model = len(calls)
+    calls.clear()
+    together = predict_members(list(two_decoders), head_volume, crop=crop, precision="float32", tta=tta, stream=True)
+    for mine, expected in zip(together, alone):
+        np.testing.assert_array_equal(mine, expected)
+    assert per_model > 0 and len(calls) == per_model  # the encoder ran once for both members
+
+
+def test_members_with_other_encoders_run_one_after_the_other(two_decoders, head_volume):
+    from planar3d.inference.predict import predict_members, predict_volume, shares_encoder
+    from planar3d.nets.model import build_model
+
+    first, _ = two_decoders
+    other = build_model((16, 32, 32, 1), encoder_weights=None, seed=2)  # its own encoder
+    kernel, bias = other.get_layer("block1_conv1").get_weights()
+    assert not shares_encoder([first, other])
+    acs = build_model((16, 32, 32, 1), encoder_weights=None, seed=1, mapping="acs")
+    assert not shares_encoder([first, acs])  # another layer type
+    nudged = keras.models.clone_model(first)
+    nudged.set_weights(first.get_weights())
+    k, b = nudged.get_layer("block3_conv2").get_weights()
+    nudged.get_layer("block3_conv2").set_weights([np.nextafter(k, np.inf), b])  # one ulp apart
+    assert not shares_encoder([first, nudged])
+    results = predict_members([first, other], head_volume, precision="float32")
+    for mine, model in zip(results, (first, other)):
+        np.testing.assert_array_equal(mine, predict_volume(model, head_volume, precision="float32"))

@@ -30,6 +30,7 @@ from planar3d.inference.pipeline import (  # no TensorFlow: windows is imported 
     load_preprocessed,
     native_mask,
     predict_resampled,
+    predict_resampled_members,
 )
 from planar3d.inference.ensemble import ensemble_mean, entropy, member_agreement, mutual_information
 from planar3d.inference.precision import fallback_notice, precision_for_model, resolve_precision
@@ -281,9 +282,14 @@ def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int 
     size = int(models[0].input_shape[2])
     scan, volume, meta = load_preprocessed(flair_path, config, size=size)
     config = replace(config, window=int(models[0].input_shape[1]), size=size)
-    resampled_members = [apply_temperature(predict_resampled(m, volume, replace(config, precision=precision),
-                                                             batch_size=batch_size, progress=progress), temperature)
-                         for m, (precision, temperature) in zip(models, settings)]
+    precisions = {precision for precision, _ in settings}
+    if len(models) > 1 and len(precisions) == 1:  # one pass: members with one encoder share its features
+        raw = predict_resampled_members(models, volume, replace(config, precision=precisions.pop()),
+                                        batch_size=batch_size, progress=progress)
+    else:
+        raw = [predict_resampled(m, volume, replace(config, precision=precision), batch_size=batch_size,
+                                 progress=progress) for m, (precision, _) in zip(models, settings)]
+    resampled_members = [apply_temperature(member, temperature) for member, (_, temperature) in zip(raw, settings)]
     resampled = resampled_members[0] if len(models) == 1 else ensemble_mean(resampled_members)
     prob, mask = native_mask(resampled, meta, config)
     table = lesion_table(mask, scan.affine, probabilities=prob, head=native_head(volume, meta))

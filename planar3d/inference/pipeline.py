@@ -14,7 +14,7 @@ from planar3d.inference.postprocess import binarize
 from planar3d.io.datasets import scan_channels
 from planar3d.io.nifti import load_channel, load_scan
 
-__all__ = ["INFERENCE_BATCH_SIZE", "load_preprocessed", "native_mask", "predict_resampled", "resampled_spacing", "segment_volume"]
+__all__ = ["INFERENCE_BATCH_SIZE", "load_preprocessed", "native_mask", "predict_resampled", "predict_resampled_members", "resampled_spacing", "segment_volume"]
 
 
 #: Windows per forward pass at inference. On a 2-core CPU at 256³, batch 1 was faster than 2
@@ -62,6 +62,18 @@ def predict_resampled(model, volume: np.ndarray, config: Config, batch_size: int
 
     return predict_volume(
         model, volume, size=config.window, stride=config.stride, mode=config.blend,
+        batch_size=batch_size, tta=config.tta, crop=config.crop, precision=config.precision, progress=progress,
+    )
+
+
+def predict_resampled_members(models, volume: np.ndarray, config: Config, batch_size: int = INFERENCE_BATCH_SIZE,
+                              progress: bool = False) -> list[np.ndarray]:
+    """:func:`predict_resampled` of each member of an ensemble, their shared encoder's features computed
+    once (:func:`planar3d.inference.predict.predict_members`)."""
+    from planar3d.inference.predict import predict_members
+
+    return predict_members(
+        list(models), volume, size=config.window, stride=config.stride, mode=config.blend,
         batch_size=batch_size, tta=config.tta, crop=config.crop, precision=config.precision, progress=progress,
     )
 

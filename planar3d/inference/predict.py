@@ -51,7 +51,7 @@ from planar3d.inference.recompose import recompose
 from planar3d.inference.runtimes import ExportedNetwork
 from planar3d.nets.stream import ENCODER_CHUNK, SKIP_SCALES, has_res_unet_layers, is_planar_res_unet
 
-__all__ = ["can_stream", "predict_volume"]
+__all__ = ["can_stream", "predict_members", "predict_volume", "shares_encoder"]
 
 
 def _predict_whole_windows(
@@ -154,19 +154,21 @@ def _crop_skips(features: dict[str, Any], computed: Any, box: Any) -> dict[str, 
     return out
 
 
-def _one_pass(net: Any, forward: Forward, volume: np.ndarray, boxes: list, size: int, stride: int, stream: bool,
+def _one_pass(net: Any, forwards: list[Forward], volume: np.ndarray, boxes: list, size: int, stride: int, stream: bool,
               mode: str, progress) -> np.ndarray:
-    """Window outputs `(n, size, rows, cols)` float32 of one (possibly flipped) volume.
+    """Window outputs `(members, n, size, rows, cols)` float32 of one (possibly flipped) volume.
 
     With the ``"middle"`` recomposition and a res-u-net whose layers can be replayed, each
     window's decoder computes only the slices the recomposition keeps (the others stay 0).
+    Several ``forwards`` (an ensemble whose encoders are identical, :func:`shares_encoder`) decode
+    the features of the first one's encoder, computed once.
     """
 
     starts = window_starts(volume.shape[0], size, stride)
     replay = isinstance(net, ExportedNetwork) or has_res_unet_layers(net)
     keeps = kept_slices(volume.shape[0], size, stride) if replay and mode == "middle" else [(0, size)] * len(starts)
-    encode, decode = forward.encode, forward.decode
-    out = np.zeros((len(starts), size, *volume.shape[1:3]), dtype=np.float32)
+    encode = forwards[0].encode
+    out = np.zeros((len(forwards), len(starts), size, *volume.shape[1:3]), dtype=np.float32)
     chunks = size // stride
     # each chunk's box: the union of the boxes of the windows holding it
     chunk_boxes: dict[int, Any] = {}
@@ -185,15 +187,20 @@ def _one_pass(net: Any, forward: Forward, volume: np.ndarray, boxes: list, size:
                         cache[c] = encode(tf.constant(chunk))
                 parts = [_crop_skips(cache[c], chunk_boxes[c], box) for c in range(k, k + chunks)]
                 skips = {name: tf.concat([p[name] for p in parts], axis=1) for name in parts[0]}
-                prediction = decode(skips, keeps[k])
+                predictions = [forward.decode(skips, keeps[k]) for forward in forwards]
                 for c in [c for c in cache if c <= k]:  # chunk k is in no later window
                     del cache[c]
             else:
                 window = tf.constant(volume[start : start + size][None, :, box.row0:box.row1, box.col0:box.col1])
                 # the replay takes any rows x cols; a Keras model call only its input shape
-                prediction = decode(encode(window), keeps[k]) if replay else forward.whole(window)
+                if replay:
+                    skips = encode(window)
+                    predictions = [forward.decode(skips, keeps[k]) for forward in forwards]
+                else:
+                    predictions = [forwards[0].whole(window)]
             lo, hi = keeps[k]
-            out[k][(slice(lo, hi), *box.slices)] = tf.cast(prediction, tf.float32).numpy()[0, ..., 0]
+            for member, prediction in enumerate(predictions):
+                out[member, k][(slice(lo, hi), *box.slices)] = tf.cast(prediction, tf.float32).numpy()[0, ..., 0]
         progress.update(1)
     return out
 
@@ -245,6 +252,64 @@ def predict_volume(
             wrong rank, a channel count the model does not take, or a window size that differs
             from the model's.
     """
+    return _predict([model], volume, size=size, stride=stride, mode=mode, batch_size=batch_size, tta=tta, crop=crop,
+                    precision=precision, stream=stream, progress=progress)[0]
+
+
+def shares_encoder(models: list) -> bool:
+    """True when the planar res-u-nets ``models`` have one encoder: the same layer types and settings
+    and bit-identical weights in blocks 1-4 (models trained from one frozen ImageNet encoder), so
+    that its features can be computed once for all of them."""
+    from planar3d.nets.model import encoder_layer_names
+
+    if not models or any(isinstance(m, ExportedNetwork) or not has_res_unet_layers(m) for m in models):
+        return False
+    def computes(layer) -> dict:  # what a layer computes with, not how it was made or trained
+        return {k: v for k, v in layer.get_config().items() if k not in ("name", "trainable")
+                and not k.endswith(("_initializer", "_regularizer", "_constraint"))}
+
+    first = models[0]
+    for name in encoder_layer_names():
+        reference = first.get_layer(name)
+        settings = computes(reference)
+        for model in models[1:]:
+            layer = model.get_layer(name)
+            if type(layer) is not type(reference) or computes(layer) != settings:
+                return False
+            if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(layer.get_weights(),
+                                                                                  reference.get_weights())):
+                return False
+    return all(tuple(model.input_shape) == tuple(first.input_shape) for model in models[1:])
+
+
+def predict_members(models: list, volume: Any, size: int = 16, stride: int = 8, mode: str = "middle",
+                    batch_size: int = 1, tta: bool = False, crop: str = "auto", precision: str = "auto",
+                    stream: bool | None = None, progress: bool = False) -> list[np.ndarray]:
+    """:func:`predict_volume` of each member of an ensemble, in one pass when they share an encoder.
+
+    Members with one encoder (:func:`shares_encoder`: frozen ImageNet planar encoders) get its
+    features computed once per window (or streamed chunk) and only their decoders run apart, each
+    member's result equal to its own :func:`predict_volume` (the same operations on the same
+    features). Other ensembles, and the paper's whole-window path (``crop="off",
+    precision="float32"`` without ``stream=True``), run one member after the other. Arguments as
+    :func:`predict_volume`.
+
+    Returns:
+        One `(slices, rows, cols)` float32 probability volume per member, in order.
+    """
+    models = list(models)
+    kwargs = dict(size=size, stride=stride, mode=mode, batch_size=batch_size, tta=tta, crop=crop, precision=precision,
+                  stream=stream, progress=progress)
+    whole_windows = crop == "off" and resolve_precision(precision) == "float32" and not stream  # the paper's path
+    if len(models) > 1 and not whole_windows and shares_encoder(models):
+        return _predict(models, volume, **kwargs)
+    return [predict_volume(model, volume, **kwargs) for model in models]
+
+
+def _predict(models: list, volume: Any, size: int, stride: int, mode: str, batch_size: int, tta: bool, crop: str,
+             precision: str, stream: bool | None, progress: bool) -> list[np.ndarray]:
+    """:func:`predict_volume` of ``models``: one model, or several that share an encoder."""
+    model = models[0]
     if crop not in CROPS:
         raise Planar3DError(f"crop must be one of {list(CROPS)}. Received: crop={crop!r}")
     exported = isinstance(model, ExportedNetwork)
@@ -253,8 +318,8 @@ def predict_volume(
     streamable = stride % ENCODER_CHUNK == 0 and size % stride == 0 if exported else can_stream(model, size, stride)
     stream = (not paper_path if stream is None else bool(stream)) and streamable
     if paper_path and not stream and not exported:
-        return _predict_whole_windows(model, volume, size=size, stride=stride, mode=mode, batch_size=batch_size,
-                                      tta=tta, progress=progress)
+        return [_predict_whole_windows(member, volume, size=size, stride=stride, mode=mode, batch_size=batch_size,
+                                       tta=tta, progress=progress) for member in models]
 
     check_window_geometry(size, stride)
     check_blend(mode, size, stride)
@@ -281,11 +346,12 @@ def predict_volume(
             mask = head_mask(volume if volume.ndim == 3 else volume[..., 0])
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
-    net = model if exported else inference_model(model, precision)
-    forward = model if exported else forward_functions(net, precision)
+    members = models
+    nets = members if exported else [inference_model(member, precision) for member in members]
+    forwards = nets if exported else [forward_functions(net, precision) for net in nets]
 
     passes = flip_sets(tta)
-    total = None
+    totals = [None] * len(members)
     with tqdm(total=len(starts) * len(passes), desc="windows", unit="window", leave=False,
               disable=None if progress else True) as bar:
         for axes in passes:
@@ -297,9 +363,10 @@ def predict_volume(
                 boxes = crop_boxes(np.flip(mask, axes) if axes else mask, size, stride, per=per)
             if flipped.ndim == 3:
                 flipped = np.repeat(flipped[..., None], channels, axis=-1)  # (slices, rows, cols, channels)
-            windows = _one_pass(net, forward, np.ascontiguousarray(flipped), boxes, size, stride, stream, mode, bar)
-            probability = recompose(tf.constant(windows[..., None]), depth, size, stride, mode)[..., 0]
-            probability = tf.reverse(probability, axes) if axes else probability
-            probability = tf.cast(probability, tf.float64)
-            total = probability if total is None else total + probability
-    return (total / len(passes)).numpy().astype(np.float32)
+            windows = _one_pass(nets[0], forwards, np.ascontiguousarray(flipped), boxes, size, stride, stream, mode, bar)
+            for member, member_windows in enumerate(windows):
+                probability = recompose(tf.constant(member_windows[..., None]), depth, size, stride, mode)[..., 0]
+                probability = tf.reverse(probability, axes) if axes else probability
+                probability = tf.cast(probability, tf.float64)
+                totals[member] = probability if totals[member] is None else totals[member] + probability
+    return [(total / len(passes)).numpy().astype(np.float32) for total in totals]
