@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 from planar3d import __version__
 from planar3d.atomic import check_destinations, check_writable, write_rows, write_text_atomic
 from planar3d.config import RUNTIMES, Config, load_config, make_config
+from planar3d.data.foreground import ForegroundWarning, head_mask
+from planar3d.data.preprocess import to_native
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.evaluation.lesions import label_lesions, lesion_summary, lesion_table
 from planar3d.inference.pipeline import (  # no TensorFlow: windows is imported when used
@@ -406,11 +409,6 @@ def member_settings(models, config: Config, announce: bool = False) -> list[tupl
 def native_head(volume: np.ndarray, meta: dict) -> np.ndarray:
     """The head mask (:func:`planar3d.data.foreground.head_mask`, on the FLAIR channel) of a preprocessed
     scan, on the scan's native grid; all False for a scan without contrast (said once by the inference)."""
-    import warnings
-
-    from planar3d.data.foreground import ForegroundWarning, head_mask
-    from planar3d.data.preprocess import to_native
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ForegroundWarning)
         head = head_mask(volume if volume.ndim == 3 else volume[..., 0])
