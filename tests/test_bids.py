@@ -377,3 +377,32 @@ def test_every_run_is_segmented_and_named_by_its_entities(runs_dataset, derivati
     assert train_cli.main(["--fold", "0", "--data", str(root), "--masks-from", "consensus", "--out", str(tmp_path / "t"),
                            *TRAIN_FLAGS]) == 2
     assert "2 FLAIR images match" in capsys.readouterr().err and not (tmp_path / "t").exists()
+
+
+@pytest.mark.slow
+def test_participant_level_runs_an_export_in_another_runtime(dataset, trained, derivative, tmp_path):
+    """An export folder as --model with --runtime: the masks of the .keras model (the export's own
+    check allows Dice 0.999), its export.json's hash as the model's, and the phantom warning kept."""
+    from planar3d.apps.export import export_model
+
+    root, first, _ = dataset
+    out, _ = derivative
+    export = tmp_path / "export"
+    export_model(trained / "fold_0" / "best.keras", "savedmodel", export)
+    deriv = tmp_path / "exported"
+    assert bids_cli.main([str(root), str(deriv), "participant", "--model", str(export), "--runtime", "tensorflow",
+                          "--participant_label", first, "--threshold", "1e-4", "--probseg"]) == 0
+    masks = sorted(deriv.rglob("*_mask.nii.gz"))
+    assert len(masks) == 2  # two sessions
+    for mask in masks:
+        single = out / mask.relative_to(deriv)
+        np.testing.assert_allclose(np.asarray(nib.load(str(mask).replace("_mask", "_probseg")).dataobj),
+                                   np.asarray(nib.load(str(single).replace("_mask", "_probseg")).dataobj), atol=1e-6)
+    description = json.loads((deriv / "dataset_description.json").read_text())
+    assert hashlib.sha256((export / "export.json").read_bytes()).hexdigest() in description["GeneratedBy"][0]["Description"]
+    from planar3d.evaluation.html_report import PHANTOM_WARNING
+
+    assert PHANTOM_WARNING in (deriv / f"sub-{first}_ses-1.html").read_text()  # found through the export's source
+    assert bids_cli.main([str(root), str(tmp_path / "refused"), "participant", "--model", str(export), "--runtime",
+                          "openvino", "--participant_label", first]) == 2
+    assert not (tmp_path / "refused").exists()

@@ -45,7 +45,9 @@ from typing import Sequence
 from planar3d import __version__
 from planar3d.apps.predict import (
     check_calibration,
+    check_runtime,
     inference_config,
+    is_export,
     load_members,
     member_files,
     member_settings,
@@ -58,6 +60,7 @@ from planar3d.config import Config
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.evaluation.evaluate import evaluate_pair
 from planar3d.evaluation.html_report import model_info
+from planar3d.inference.runtimes import METADATA_NAME
 from planar3d.evaluation.metrics import MSSEG_KEYS
 from planar3d.evaluation.reference import paper_table2
 from planar3d.evaluation.reports import evaluation_summary_markdown as summary_markdown
@@ -155,6 +158,7 @@ def run_participant(
     command: str | None = None,
     overrides: dict | None = None,
     device: str = "auto",
+    runtime: str = "tensorflow",
 ) -> AppResult:
     """Segment the FLAIR scans of the chosen participants into a BIDS derivative dataset.
 
@@ -175,6 +179,8 @@ def run_participant(
         batch_size: windows per forward pass.
         command: the command line recorded in ``GeneratedBy``.
         device: ``"auto"``, ``"cpu"`` or ``"gpu"`` (see :func:`planar3d.apps.predict.select_device`).
+        runtime: the engine (:data:`planar3d.config.RUNTIMES`); another than ``"tensorflow"`` runs one
+            ``planar3d export`` folder given as ``model`` (:func:`planar3d.apps.predict.check_runtime`).
 
     Returns:
         An :class:`AppResult`.
@@ -189,9 +195,9 @@ def run_participant(
     check_destinations(folders=[output_dir])
     files = member_files(model if isinstance(model, (list, tuple)) else [model])
     for file in files:
-        if not file.is_file():
+        if not (file.is_file() or is_export(file)):
             raise InputFileError(file, "model file not found")
-    shas = [_sha256(file) for file in files]
+    shas = [_sha256(file / METADATA_NAME if is_export(file) else file) for file in files]  # an export: its record
     # an ensemble's identity: the hash of its members' hashes, in order
     model_sha = shas[0] if len(files) == 1 else hashlib.sha256("\n".join(shas).encode()).hexdigest()
     model = files[0] if len(files) == 1 else files
@@ -201,10 +207,12 @@ def run_participant(
     facts = model_info(files, shas)
 
     config = config or inference_config(files[0], **(overrides or {}))
+    exported = check_runtime(files, runtime, config, device)
     check_calibration(files, config)
-    select_device(device)
-    loaded = load_members(files)
-    member_settings(loaded, config, announce=True)
+    select_device(device if runtime == "tensorflow" else "cpu")
+    loaded = load_members(files, runtime, config.precision)
+    if not exported:
+        member_settings(loaded, config, announce=True)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     if overwrite or not (output_dir / _DESCRIPTION).is_file():

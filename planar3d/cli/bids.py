@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
               + f" -> {args.output_dir}\nreport: {Path(args.output_dir) / GROUP_REPORT}")
         return 0
     if not args.model:
-        raise Planar3DError("the participant level needs --model (a trained best.keras)")
+        raise Planar3DError("the participant level needs --model (a trained best.keras, or an export folder with --runtime)")
     if args.masks_from or args.centre_column:
         raise Planar3DError("--masks-from and --centre-column belong to the group level (references, centres)")
     overrides = dict(threshold=args.threshold, threshold_rule=args.threshold_rule, blend=args.blend, tta=args.tta,
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                      calibration=args.calibration)
     result = run_participant(args.bids_dir, args.output_dir, args.model, probseg=args.probseg, overwrite=args.overwrite,
                              batch_size=args.batch_size, command=command, overrides=overrides, device=args.device,
-                             **selection)
+                             runtime=args.runtime, **selection)
     print(f"participants: {len(result.done)} done, {len(result.skipped)} skipped (finished), {len(result.failed)} failed"
           f" -> {args.output_dir} (reports: sub-<label>[_ses-<label>].html)")
     if result.failed:

@@ -25,7 +25,6 @@ from planar3d.apps.predict import (
 from planar3d.apps.report_pages import write_predict_report
 from planar3d.atomic import check_destinations
 from planar3d.cli.common import add_segment_flags, make_parser, run_cli
-from planar3d.config import RUNTIMES
 from planar3d.errors import Planar3DError
 from planar3d.evaluation.html_report import command_line, model_info
 
@@ -52,12 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--neurological", action="store_true", help="QC pictures with the patient's left on the image "
                         "left (default: radiological convention, the left on the right)")
     add_segment_flags(parser)
-    parser.add_argument("--runtime", choices=RUNTIMES, default="tensorflow",
-                        help="engine (default: tensorflow, the .keras model or a savedmodel export); onnxruntime "
-                        "(pip install planar3d[onnx]) and openvino (pip install planar3d[openvino]) run an export folder "
-                        "as --model, whose export.json gives window, stride, size, threshold and preprocessing, with "
-                        "the same crop, streamed encoder and kept slices, on the CPU, in float32 (openvino also "
-                        "--precision bfloat16); one model, no --calibration temperature")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar over the windows of a "
                         "single scan, on a terminal only)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them in folder mode, refuse for one scan)")

@@ -32,6 +32,7 @@ and ``crossval``; see README.md, "Reports".
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import html
@@ -174,8 +175,11 @@ def _training_data(model: Path) -> tuple[str, bool | None]:
 
     ``config.json``'s ``data`` is None for the built-in phantom; a data folder holding
     ``phantom.json`` (or ``sourcedata/phantom.json``, a BIDS phantom) was made by
-    ``data_prep/make_phantom.py``. Without a readable config the answer is unknown (None).
+    ``data_prep/make_phantom.py``. Without a readable config the answer is unknown (None). An
+    export folder answers for the model it was exported from (``source_model`` in its ``export.json``).
     """
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        model = Path(json.loads((model / "export.json").read_text(encoding="utf-8"))["source_model"])
     path = model.parent / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
