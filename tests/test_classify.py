@@ -277,6 +277,10 @@ def test_classification_crossval_table_and_predict_csv(classified, tmp_path, cap
     assert "| fold | n | accuracy | balanced accuracy | ROC AUC |" in summary and "| all test scans pooled | 3 |" in summary
     result = metrics.classification_metrics([r["label"] for r in rows], [[r["prob_0"], r["prob_1"]] for r in rows])
     assert f"| 1 | 3 | {result['accuracy']:.3f} | {result['balanced_accuracy']:.3f} |" in summary
+    page = (out / "report.html").read_text()  # the grid's page: summary, one row per test scan, the model
+    assert f"| 1 | 3 | {result['accuracy']:.3f}" not in page and "<table" in page
+    assert page.count("<tr") >= len(rows) + 1 and all(r["patient"] in page for r in rows)
+    assert str((out / "fold_1" / "best.keras").resolve()) in page
 
     folder = tmp_path / "scans"
     folder.mkdir()

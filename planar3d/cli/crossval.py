@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print((out / "summary.md").read_text(encoding="utf-8"))
     if config.task == "classification":
-        print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\n"
+        print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}\nreport: {out / 'report.html'}\n"
               f"per fold (model, predictions, curves): {out}/{'' if config.seeds is None else 'seed_<s>/'}fold_<k>/")
         return 0 if rows else 1
     grid_config, folds = read_grid(out)

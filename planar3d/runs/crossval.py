@@ -5,7 +5,8 @@ with ``--parallel``; finished folds are reused, so an interrupted cross-validati
 on where it stopped. Writes ``results.csv`` (one row per test scan), ``summary.md`` (the
 paper's Table 2 layout with the paper's figures beside ours), ``boxplot.png`` and ``report.html``
 (all of it on one self-contained page, :func:`planar3d.runs.grid.write_grid_report`).
-``--seeds 0 1 2 3 4`` repeats the whole cross-validation per seed in ``seed_<s>/`` folders
+A classification grid (``--task classification``) writes ``results.csv``, ``summary.md`` and its
+``report.html`` (:func:`write_classification_outputs`). ``--seeds 0 1 2 3 4`` repeats the whole cross-validation per seed in ``seed_<s>/`` folders
 and summarises over seeds (:mod:`planar3d.runs.grid`). ``--launcher local|slurm`` sends one job
 per (seed, fold) to submitit instead (:mod:`planar3d.runs.launch`); ``--gather RUN_DIR`` builds
 the outputs from the runs finished so far.
@@ -26,6 +27,7 @@ from planar3d.config import Config
 from planar3d.data.cache import default_cache_dir
 from planar3d.data.splits import n_split_folds
 from planar3d.errors import Planar3DError
+from planar3d.evaluation.html_report import model_info, write_summary_report
 from planar3d.evaluation.reports import classification_summary, seeds_classification_summary
 from planar3d.io.sources import dataset_records
 from planar3d.runlock import run_lock
@@ -52,6 +54,14 @@ def write_classification_outputs(out: Path, config: Config, folds: Sequence[int]
     if config.seeds is not None:
         write_rows(out / "results.csv", rows)
         write_text_atomic(out / "summary.md", seeds_classification_summary(rows, config))
+    fold_dirs = [(run_dir, fold) for seed in config.seeds or [None]
+                 for run_dir in [out if seed is None else seed_dir(out, seed)] for fold in folds]
+    curves = [(run_dir / f"fold_{fold}" / "curves.png", f"{run_dir.name}/fold_{fold}: learning curves")
+              for run_dir, fold in fold_dirs if (run_dir / f"fold_{fold}" / "curves.png").is_file()]
+    write_summary_report(out / "report.html", f"planar3d cross-validation (classification): {out.name}",
+                         (out / "summary.md").read_text(encoding="utf-8"), rows, figures=curves,
+                         model=model_info([run_dir / f"fold_{fold}" / "best.keras" for run_dir, fold in fold_dirs]),
+                         rows_title="Test scans", rows_note="results.csv: one row per test scan (and seed).")
     return rows
 
 
