@@ -139,7 +139,7 @@ def head_volume():
     return volume
 
 
-@pytest.mark.parametrize("crop, tta", [("auto", False), ("auto", True), ("off", False)])
+@pytest.mark.parametrize("crop, tta", [("auto", False), pytest.param("auto", True, marks=pytest.mark.slow), ("off", False)])
 def test_members_with_one_encoder_compute_it_once_and_get_their_own_results(two_decoders, head_volume, crop, tta,
                                                                             monkeypatch):
     from planar3d.inference.predict import predict_members, predict_volume, shares_encoder
