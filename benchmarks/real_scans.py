@@ -60,9 +60,15 @@ BRATS_VARIANTS = {
 }
 
 
-def crossval(out: Path, flags: list[str], seeds: list[int], folds: list[int], log: Path) -> float:
-    """Run (or continue) one crossval grid; return its wall time in seconds (0 when all was reused)."""
-    if all((out / f"seed_{seed}" / f"fold_{fold}" / "done.json").is_file() for seed in seeds for fold in folds):
+def finished_seeds(out: Path, seeds: list[int], folds: list[int]) -> list[int]:
+    """The seeds of a crossval grid whose every fold of ``folds`` has finished."""
+    return [seed for seed in seeds if all((out / f"seed_{seed}" / f"fold_{fold}" / "done.json").is_file() for fold in folds)]
+
+
+def crossval(out: Path, flags: list[str], seeds: list[int], folds: list[int], log: Path, train: bool = True) -> float:
+    """Run (or continue) one crossval grid; return its wall time in seconds (0 when all was reused or
+    ``train`` is False)."""
+    if not train or finished_seeds(out, seeds, folds) == list(seeds):
         return 0.0
     command = [sys.executable, "-m", "planar3d.crossval", *flags, "--folds", *map(str, folds), "--seeds", *map(str, seeds), "--out", str(out)]
     start = time.perf_counter()
@@ -79,8 +85,10 @@ def fold_rows(out: Path, seeds: list[int]) -> list[dict]:
     rows = []
     for seed in seeds:
         for metrics in sorted((out / f"seed_{seed}").glob("fold_*/metrics.csv")):
+            # the fold's wall time: from its config (written first) to its done.json (written last)
+            minutes = ((metrics.parent / "done.json").stat().st_mtime - (metrics.parent / "config.json").stat().st_mtime) / 60
             for row in csv.DictReader(metrics.open()):
-                rows.append({"seed": seed, **row})
+                rows.append({"seed": seed, **row, "fold_minutes": round(minutes, 2)})
     return rows
 
 
@@ -191,8 +199,8 @@ def section_grid(args, times: dict, name: str, data: Path, variants: dict, commo
     for variant, flags in variants.items():
         out = args.out / name / variant
         times[f"{name} {variant}: training"] = crossval(out, ["--data", str(data), *common_flags, *flags], args.seeds,
-                                                        folds, args.out / f"{name}.log")
-        rows += [{"variant": variant, **row} for row in fold_rows(out, args.seeds)]
+                                                        folds, args.out / f"{name}.log", train=not args.no_train)
+        rows += [{"variant": variant, **row} for row in fold_rows(out, finished_seeds(out, args.seeds, folds))]
     return rows
 
 
@@ -320,7 +328,8 @@ def write_report(args, results: dict[str, list[dict]], runs: dict) -> None:
                   "the first layer's RGB kernels averaged and scaled by 3/2).", "",
                   f"Settings: `{' '.join(args.brats_preset)}`, folds {' '.join(map(str, args.brats_folds))} "
                   "(one held-out case each).", "",
-                  *_summary_table(rows, "variant", ["dice", "sensitivity", "ppv", "hd95"]), "",
+                  *_summary_table(rows, "variant", ["dice", "sensitivity", "ppv", "hd95", "fold_minutes"]), "",
+                  "fold_minutes: wall time of one fold's training, calibration and test on this machine.", "",
                   *_per_patient_table(rows, "variant", "dice"), "",
                   *_paired(rows, "variant", "planar_imagenet"), ""]
     if results.get("raw"):
@@ -365,6 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--brats-variants", nargs="+", choices=list(BRATS_VARIANTS),
                         default=["planar_imagenet", "acs_imagenet", "planar_random", "planar_imagenet_flair_t1c"])
     parser.add_argument("--brats-folds", nargs="+", type=int, default=[0, 2, 4])
+    parser.add_argument("--no-train", action="store_true",
+                        help="sections 2 and 3: report the seeds whose every fold has finished, train nothing")
     parser.add_argument("--qc-scans", nargs="+", default=["patient01_study1", "patient12_study2"])
     args = parser.parse_args(argv)
     args.out, args.realdata = args.out.resolve(), args.realdata.resolve()
