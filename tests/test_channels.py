@@ -83,10 +83,10 @@ def test_a_scan_off_the_flairs_grid_is_refused_in_one_line(patient):
     t2 = dict(patient.channels)["t2"]
     with pytest.raises(InputFileError) as caught:
         load_channel(t2, flair, "t2")
-    assert str(caught.value) == (f"{t2}: t2 scan of shape (20, 24, 17) is not on the FLAIR's grid (20, 24, 18): "
+    assert str(caught.value) == (f"{t2}: t2 scan is not on the FLAIR's grid: shape (20, 24, 17) differs from (20, 24, 18); "
                                  "resample it onto the FLAIR's grid first")
     moved = _scan(patient.flair.with_name("moved.nii.gz"), flair.get_fdata(), np.diag([1.0, 1.2, 0.95, 1.0]))
-    with pytest.raises(InputFileError, match="t1c scan's affine differs from the FLAIR's .by up to 0.05.: resample"):
+    with pytest.raises(InputFileError, match="t1c scan is not on the FLAIR's grid: affine differs .by up to 0.05.; resample"):
         load_channel(moved, flair, "t1c")
 
 
@@ -119,6 +119,9 @@ def test_each_channel_is_preprocessed_exactly_as_a_flair_alone(patient):
     assert meta["channel_intensity_ranges"][1] == preprocess(t1c, size=32)[2]["intensity_range"]
     alone = preprocess_channels(flair, [], None, size=32)
     np.testing.assert_array_equal(alone[0], preprocess(flair, size=32)[0])
+    t2 = load_scan(dict(patient.channels)["t2"])
+    with pytest.raises(Planar3DError, match=r"^every scan must lie on the FLAIR's grid: shape \(20, 24, 17\) differs from \(20, 24, 18\)$"):
+        preprocess_channels(flair, [t1c, t2], None, size=32)
 
 
 def test_the_cache_keeps_flair_keys_and_stacks_modalities(tmp_path, patient):
@@ -131,7 +134,7 @@ def test_the_cache_keeps_flair_keys_and_stacks_modalities(tmp_path, patient):
     np.testing.assert_array_equal(stacked.volume[..., 0], grey.volume)
     np.testing.assert_array_equal(stacked.mask, grey.mask)
     assert stacked.meta["modalities"] == {"flair": str(patient.flair), "t1c": str(dict(patient.channels)["t1c"])}
-    with pytest.raises(InputFileError, match="t2 scan of shape"):
+    with pytest.raises(InputFileError, match="t2 scan is not on the FLAIR.s grid: shape"):
         load_cases([patient], size=32, cache_dir=tmp_path / "cache", progress=False, modalities=("flair", "t2"))
 
 

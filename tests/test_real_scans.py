@@ -148,7 +148,7 @@ def test_mask_on_another_grid_is_one_line(tmp_path):
                      f"{ms.mask}\n")
     with pytest.raises(InputFileError) as error:
         load_cases(find_dataset(table, require_masks=True), size=32, cache_dir=tmp_path / "cache", progress=False)
-    assert str(error.value) == f"{ms.mask}: mask shape (182, 218, 182) does not match scan shape (240, 240, 155)"
+    assert str(error.value) == f"{ms.mask}: mask is not on the scan's grid: shape (182, 218, 182) differs from (240, 240, 155)"
 
 
 def test_itk_transform_is_read_in_world_coordinates(tmp_path):

@@ -19,6 +19,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from scipy import ndimage
 
 from planar3d.errors import Planar3DError
+from planar3d.io.nifti import grid_mismatch
 
 __all__ = ["preprocess", "preprocess_channels", "to_native", "check_size", "SAGITTAL_AXCODES", "PREPROCESS_VERSION", "SIZE_MULTIPLE"]
 
@@ -142,9 +143,9 @@ def preprocess_channels(
         return volume, mask, meta
     channels, ranges = [volume], [meta["intensity_range"]]
     for img in channel_imgs:
-        if img.shape != flair_img.shape or not np.allclose(img.affine, flair_img.affine, rtol=0, atol=1e-3):
-            raise Planar3DError(f"every scan must lie on the FLAIR's grid {tuple(flair_img.shape)}. "
-                                f"Received: shape={tuple(img.shape)}")
+        mismatch = grid_mismatch(img, flair_img)
+        if mismatch:
+            raise Planar3DError(f"every scan must lie on the FLAIR's grid: {mismatch}")
         channel, _, channel_meta = preprocess(img, None, size=size, robust=robust)
         channels.append(channel)
         ranges.append(channel_meta["intensity_range"])

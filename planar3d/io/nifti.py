@@ -17,10 +17,27 @@ import numpy as np
 from planar3d.atomic import atomic_path
 from planar3d.errors import InputFileError, Planar3DError
 
-__all__ = ["check_binary", "load_channel", "load_mask", "load_nifti", "load_scan", "mask_voxels", "one_line", "save_nifti"]
+__all__ = ["check_binary", "grid_mismatch", "load_channel", "load_mask", "load_nifti", "load_scan", "mask_voxels", "one_line", "save_nifti"]
 
 
 _AFFINE_TOLERANCE_MM = 1e-3
+
+
+def grid_mismatch(img: nib.Nifti1Image, reference: nib.Nifti1Image) -> str | None:
+    """How ``img``'s voxel grid differs from ``reference``'s, or None when they share it.
+
+    Two grids are the same when their shapes are equal and their affines agree to within
+    1e-3 (mm) in every entry, so voxel ``(i, j, k)`` of one lies where it does in the other.
+
+    Returns:
+        None, or a phrase such as ``"shape (10, 12, 8) differs from (10, 12, 9)"`` or
+        ``"affine differs (by up to 0.5)"``, for the caller's one-line error.
+    """
+    if tuple(img.shape[:3]) != tuple(reference.shape[:3]):
+        return f"shape {tuple(img.shape)} differs from {tuple(reference.shape)}"
+    if not np.allclose(img.affine, reference.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
+        return f"affine differs (by up to {float(np.max(np.abs(img.affine - reference.affine))):.4g})"
+    return None
 
 
 def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
@@ -83,13 +100,10 @@ def load_channel(path: str | os.PathLike, flair_img: nib.Nifti1Image, modality: 
             scans are stacked voxel by voxel: co-register and resample it onto the FLAIR first).
     """
     img = load_scan(path)
-    advice = "resample it onto the FLAIR's grid first"
-    if img.shape != flair_img.shape:
-        raise InputFileError(path, f"{modality} scan of shape {tuple(img.shape)} is not on the FLAIR's grid "
-                             f"{tuple(flair_img.shape)}: {advice}")
-    if not np.allclose(img.affine, flair_img.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
-        worst = float(np.max(np.abs(img.affine - flair_img.affine)))
-        raise InputFileError(path, f"{modality} scan's affine differs from the FLAIR's (by up to {worst:.4g}): {advice}")
+    mismatch = grid_mismatch(img, flair_img)
+    if mismatch:
+        raise InputFileError(path, f"{modality} scan is not on the FLAIR's grid: {mismatch}; "
+                             "resample it onto the FLAIR's grid first")
     return img
 
 
@@ -115,13 +129,9 @@ def load_mask(path: str | os.PathLike, scan_img: nib.Nifti1Image,
             are not whole numbers (label map).
     """
     img = load_nifti(path)
-    if img.shape != scan_img.shape:
-        raise InputFileError(
-            path, f"mask shape {tuple(img.shape)} does not match scan shape {tuple(scan_img.shape)}"
-        )
-    if not np.allclose(img.affine, scan_img.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
-        worst = float(np.max(np.abs(img.affine - scan_img.affine)))
-        raise InputFileError(path, f"mask affine differs from the scan's (by up to {worst:.4g})")
+    mismatch = grid_mismatch(img, scan_img)
+    if mismatch:
+        raise InputFileError(path, f"mask is not on the scan's grid: {mismatch}")
     target = mask_voxels(path, img.get_fdata(dtype=np.float32), labels)
     if labels is None:
         return img
