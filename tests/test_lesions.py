@@ -124,6 +124,10 @@ def test_lesion_table_rows_volumes_and_centroids():
     assert (table[1]["centroid_i"], table[1]["centroid_j"], table[1]["centroid_k"]) == (10.5, 10.5, 10.5)
     assert all(row["mean_probability"] is None for row in table)
 
+    assert lesion_table(_three_lesions(), affine, labels=label_lesions(_three_lesions())) == table
+    with pytest.raises(Planar3DError, match=r"^labels must have the mask's shape \(32, 32, 32\). Received: shape=\(2, 2, 2\)$"):
+        lesion_table(_three_lesions(), affine, labels=(np.zeros((2, 2, 2), np.int32), 0))
+
 
 def test_lesion_table_applies_rotation_of_affine():
     mask = np.zeros((4, 4, 4), dtype=bool)

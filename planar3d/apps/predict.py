@@ -222,6 +222,8 @@ class Segmentation:
             own mask touches the lesion) and ``mean_mutual_information`` (nats).
         config: the settings used (window and size from the model).
         members: the members' native probabilities (an ensemble), else empty.
+        labels: int32 lesion map on the native grid (:func:`planar3d.evaluation.lesions.label_lesions`
+            of ``mask``: lesion ``k`` is the table's row ``id == k``).
     """
 
     scan: object
@@ -232,6 +234,7 @@ class Segmentation:
     table: list
     config: Config
     members: tuple = ()
+    labels: np.ndarray | None = None
 
     def uncertainty(self) -> dict[str, np.ndarray]:
         """Native voxel maps (:mod:`planar3d.inference.ensemble`): ``entropy`` of the (ensemble)
@@ -295,19 +298,20 @@ def segment_scan(model, flair_path: str | Path, config: Config, batch_size: int 
     resampled_members = [apply_temperature(member, temperature) for member, (_, temperature) in zip(raw, settings)]
     resampled = resampled_members[0] if len(models) == 1 else ensemble_mean(resampled_members)
     prob, mask = native_mask(resampled, meta, config)
-    table = lesion_table(mask, scan.affine, probabilities=prob, head=native_head(volume, meta))
+    lesions, n_lesions = label_lesions(mask)
+    table = lesion_table(mask, scan.affine, probabilities=prob, head=native_head(volume, meta),
+                         labels=(lesions, n_lesions))
     members: tuple = ()
     if len(models) > 1:
         natives = [native_mask(member, meta, config) for member in resampled_members]
         members = tuple(probabilities for probabilities, _ in natives)
         information = mutual_information(members)
-        lesions, n_lesions = label_lesions(mask)
         agreement = member_agreement(lesions, n_lesions, [member_mask for _, member_mask in natives])
         for row in table:
             inside = lesions == row["id"]
             row.update(max_probability=float(prob[inside].max()), member_fraction=float(agreement[row["id"] - 1]),
                        mean_mutual_information=float(information[inside].mean()))
-    return Segmentation(scan, volume, prob, mask, resampled, table, config, members)
+    return Segmentation(scan, volume, prob, mask, resampled, table, config, members, lesions)
 
 
 def member_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -454,8 +458,7 @@ def predict_scan(model, flair_path: str | Path, output: str | Path, config: Conf
         for name, path in uncertainty_paths(uncertainty, members).items():
             save_nifti(maps[name], scan, path, overwrite=overwrite)
     if lesion_map:
-        labels, _ = label_lesions(mask)
-        save_nifti(labels.astype(np.int16), scan, lesion_map, overwrite=overwrite)
+        save_nifti(result.labels.astype(np.int16), scan, lesion_map, overwrite=overwrite)
     if report:
         write_table(base.with_name(base.name + "_lesions.csv"), table, overwrite)
         write_text_atomic(base.with_name(base.name + "_lesions.json"),

@@ -151,6 +151,7 @@ def lesion_table(
     min_lesion_mm3: float = 0.0,
     connectivity: int = 6,
     head: Any | None = None,
+    labels: tuple[np.ndarray, int] | None = None,
 ) -> list[dict]:
     """One row per lesion of a scan's binary segmentation.
 
@@ -169,6 +170,8 @@ def lesion_table(
         head: optional `(slices, rows, cols)` boolean head mask on the mask's grid; adds
             ``outside_head`` to each row, True when fewer than half of the lesion's voxels are in it
             (a mark in the air around the head, which the HTML reports warn about).
+        labels: optional ``(labels, n)`` that :func:`label_lesions` returned for this ``mask``,
+            ``connectivity`` and minimum, so a caller that needs the lesion map too labels once.
 
     Returns:
         A list of dicts ordered by id, with keys ``id`` (int), ``voxels`` (int),
@@ -190,7 +193,12 @@ def lesion_table(
             raise Planar3DError(
                 f"probabilities must have the mask's shape {mask.shape}. Received: shape={probabilities.shape}"
             )
-    labels, n = label_lesions(mask, connectivity, min_lesion_voxels(min_lesion_mm3, voxel_volume))
+    if labels is None:
+        labels, n = label_lesions(mask, connectivity, min_lesion_voxels(min_lesion_mm3, voxel_volume))
+    else:
+        labels, n = labels
+        if labels.shape != mask.shape:
+            raise Planar3DError(f"labels must have the mask's shape {mask.shape}. Received: shape={labels.shape}")
     if n == 0:
         return []
 
