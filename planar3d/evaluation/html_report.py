@@ -48,6 +48,8 @@ from typing import Any, Mapping, Sequence
 
 from planar3d import __version__
 from planar3d.atomic import write_text_atomic
+from planar3d.errors import InputFileError
+from planar3d.inference.runtimes import METADATA_NAME, read_metadata
 from planar3d.io.phantom import INFO_NAME as PHANTOM_INFO
 from planar3d.machine import cpu_isa_flags
 
@@ -178,8 +180,9 @@ def _training_data(model: Path) -> tuple[str, bool | None]:
     ``data_prep/make_phantom.py``. Without a readable config the answer is unknown (None). An
     export folder answers for the model it was exported from (``source_model`` in its ``export.json``).
     """
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        model = Path(json.loads((model / "export.json").read_text(encoding="utf-8"))["source_model"])
+    if (model / METADATA_NAME).is_file():
+        with contextlib.suppress(InputFileError, KeyError, TypeError):
+            model = Path(read_metadata(model)["source_model"])
     path = model.parent / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
