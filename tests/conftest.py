@@ -227,18 +227,43 @@ def skip_without(fmt: str) -> None:
         pytest.skip(f"{fmt} export needs {', '.join(missing)} (pip install planar3d[{'onnx' if fmt == 'onnx' else fmt}])")
 
 
+#: Exports every format given, in a child process: the ONNX conversion alone raises a process's
+#: peak memory by ~3 GB, which the test process would keep to its end.
+_EXPORT_FORMATS = r"""
+import json, sys
+from planar3d.apps.export import export_model
+
+model, scan, root, *formats = sys.argv[1:]
+metadata = {fmt: export_model(model, fmt, f"{root}/{fmt}/{fmt}", check=scan).metadata for fmt in formats}
+with open(f"{root}/metadata.json", "w", encoding="utf-8") as handle:
+    json.dump(metadata, handle)
+"""
+
+
 @pytest.fixture(scope="session")
 def exports(export_model_file, export_scan, tmp_path_factory):
     """``exports(fmt)``: the tiny model exported once per format in the session (an export takes 5-20 s),
-    shared by tests/test_export.py and tests/test_runtime.py."""
-    from planar3d.apps.export import export_model
+    all installed formats at the first call, in one child process; shared by tests/test_export.py
+    and tests/test_runtime.py. A format whose packages are missing skips its test."""
+    import importlib.util
+    import json
+    import subprocess
+
+    from planar3d.apps.export import ExportResult
 
     done = {}
 
     def export(fmt: str):
-        if fmt not in done:
-            skip_without(fmt)
-            done[fmt] = export_model(export_model_file, fmt, tmp_path_factory.mktemp("exports") / fmt, check=export_scan)
+        skip_without(fmt)
+        if not done:
+            formats = [f for f, needs in EXPORT_NEEDS.items()
+                       if all(importlib.util.find_spec(name) is not None for name in needs)]
+            root = tmp_path_factory.mktemp("exports")
+            result = subprocess.run([sys.executable, "-c", _EXPORT_FORMATS, str(export_model_file), str(export_scan),
+                                     str(root), *formats], capture_output=True, text=True, timeout=900)
+            assert result.returncode == 0, result.stderr[-3000:]
+            metadata = json.loads((root / "metadata.json").read_text(encoding="utf-8"))
+            done.update({f: ExportResult(root / f / f, metadata[f]) for f in formats})
         return done[fmt]
 
     return export
