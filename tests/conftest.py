@@ -41,15 +41,12 @@ def vgg16_weights_path() -> Path:
     return path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _release_memory_after_each_module():
-    """Drop what a test module's models left in Keras' global state and give the freed heap back
-    to the OS, so that the suite's peak memory is one module's, not the sum of all of them."""
-    yield
+def _release_memory(clear_session: bool) -> None:
+    """Collect the reference cycles that hold models (and their weights, out of sight of the
+    collector's counts) and give the freed heap back to the OS."""
     import gc
-    import sys
 
-    if "keras" in sys.modules:
+    if clear_session and "keras" in sys.modules:
         sys.modules["keras"].backend.clear_session(free_memory=True)
     gc.collect()
     if sys.platform.startswith("linux"):
@@ -61,9 +58,27 @@ def _release_memory_after_each_module():
             pass
 
 
-#: (raise of the peak RSS in MB, peak after, test id) of every test that raised this process's or
-#: its children's peak resident memory, for the summary at the end (which module sets the peak).
-_PEAK_STEPS: list[tuple[float, float, str]] = []
+@pytest.fixture(autouse=True, scope="module")
+def _release_memory_after_each_module():
+    """Drop what a test module's models left in Keras' global state, so that the suite's peak
+    memory is one module's, not the sum of all of them."""
+    yield
+    _release_memory(clear_session=True)
+
+
+@pytest.fixture(autouse=True)
+def _release_memory_after_each_slow_test(request):
+    """A slow test builds full-size or many models: free them before the next test builds its own
+    (test_mappings.py's round trips otherwise took a worker from 5.5 to 7.6 GB)."""
+    yield
+    if request.node.get_closest_marker("slow"):
+        _release_memory(clear_session=False)
+
+
+#: (raise of the peak RSS in MB, peak after, test id, worker) of every test that raised its process's
+#: or its children's peak resident memory, for the summary at the end (which module sets the peak).
+_PEAK_STEPS: list[tuple[float, float, str, str]] = []
+_PEAK_BEFORE: dict[str, float] = {}
 
 
 def _peak_rss_mb() -> float:
@@ -73,21 +88,78 @@ def _peak_rss_mb() -> float:
     return max(usage) / 1024  # Linux reports KiB
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _PEAK_BEFORE[item.nodeid] = _peak_rss_mb()
+
+
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    before = _peak_rss_mb()
-    yield
-    after = _peak_rss_mb()
-    if after - before >= 50:
-        _PEAK_STEPS.append((after - before, after, item.nodeid))
+def pytest_runtest_makereport(item, call):
+    """Carry the test's peak-memory raise on its teardown report: under pytest-xdist the reports
+    are what reaches the controller, which prints the summary."""
+    outcome = yield
+    if call.when == "teardown" and item.nodeid in _PEAK_BEFORE:
+        outcome.get_result().user_properties.append(("peak_rss_mb", (_PEAK_BEFORE.pop(item.nodeid), _peak_rss_mb())))
+
+
+def pytest_runtest_logreport(report):
+    for name, value in report.user_properties:
+        if name == "peak_rss_mb" and value[1] - value[0] >= 50:
+            node = getattr(report, "node", None)
+            worker = getattr(getattr(node, "gateway", None), "id", "")
+            _PEAK_STEPS.append((value[1] - value[0], value[1], report.nodeid, worker))
 
 
 def pytest_terminal_summary(terminalreporter):
     if not _PEAK_STEPS or not sys.platform.startswith("linux"):
         return
-    terminalreporter.section("peak memory: the tests that raised it (max RSS of this process or one child)")
-    for raise_mb, peak_mb, nodeid in sorted(_PEAK_STEPS, reverse=True)[:10]:
-        terminalreporter.write_line(f"+{raise_mb:7.0f} MB -> {peak_mb:7.0f} MB  {nodeid}")
+    terminalreporter.section("peak memory: the tests that raised it (max RSS of their process or one child)")
+    for raise_mb, peak_mb, nodeid, worker in sorted(_PEAK_STEPS, reverse=True)[:10]:
+        terminalreporter.write_line(f"+{raise_mb:7.0f} MB -> {peak_mb:7.0f} MB  {worker + ' ' if worker else ''}{nodeid}")
+
+
+# ----------------------------------------------------------------------------- two workers (pytest -n 2)
+#: Test modules that share a session fixture run on one pytest-xdist worker (each worker would
+#: otherwise build it again): module -> its group.
+_SHARED_GROUPS = {"test_reproducibility": "test_train",  # tiny_fold_0
+                  "test_runtime": "test_export"}  # exports
+#: The groups that take longest (seconds on the 2-core CI machine, serial), sent to the workers first
+#: so that no long group starts last while the other worker idles; the rest follow in file order.
+_LONGEST_FIRST = ("test_train", "test_distribute", "test_classify", "test_grid", "test_notebooks",
+                  "test_real_scans", "test_bids", "test_backbones", "test_export", "test_inference")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Group each module's tests (module-scoped fixtures are built once) and order the groups
+    longest first, for pytest-xdist's ``loadgroup`` scheduling (see pytest_configure)."""
+    def group(item) -> str:
+        module = Path(str(item.fspath)).stem
+        return _SHARED_GROUPS.get(module, module)
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    rank = {name: index for index, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: file order within and after
+
+
+def pytest_configure(config):
+    """``pytest -n N`` sends whole groups (a module, or the modules that share a session fixture) to
+    a worker, in the order of the collection (longest first), instead of test by test: pytest-xdist's
+    ``loadgroup`` without its reordering by the number of tests. An explicit ``--dist`` other than
+    ``load`` is kept. (The workers parse the command line again: the controller tells them to name
+    the groups through ``workerinput``.)"""
+    if getattr(config, "workerinput", {}).get("planar3d_groups"):
+        config.option.loadgroup = True
+    elif getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+        config.option.loadscopereorder = False
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    if node.config.getoption("dist") == "loadgroup":
+        node.workerinput["planar3d_groups"] = True
 
 
 @pytest.fixture
