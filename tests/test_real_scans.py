@@ -273,6 +273,7 @@ def test_predict_and_evaluate_keep_each_real_scans_geometry(brats_run, tmp_path)
     predicted = np.asarray(nib.load(tmp_path / "mni.nii.gz").dataobj) > 0
     lesions = np.asarray(nib.load(reference).dataobj) > 0
     assert float(row["dice"]) == pytest.approx(2 * (predicted & lesions).sum() / (predicted.sum() + lesions.sum()), abs=1e-9)
+    assert "| dice (paper, MSSEG-2016) |" in (report / "summary.md").read_text(encoding="utf-8")  # MS lesions
 
 
 @pytest.mark.slow
@@ -364,6 +365,8 @@ def test_evaluate_reads_a_brats_folder_with_its_target(tmp_path, capsys):
     rows = list(csv.DictReader((tmp_path / "whole" / "metrics.csv").open()))
     assert [(r["patient"], r["centre"], float(r["dice"])) for r in rows] == [
         ("brats_2013_pat0001_1", "brats", 1.0), ("brats_2013_pat0003_1", "brats", 1.0)]
+    summary = (tmp_path / "whole" / "summary.md").read_text(encoding="utf-8")  # tumours: no MS paper rows
+    assert "(paper, MSSEG-2016)" not in summary and "these references are tumour labels, not MS lesions" in summary
     assert evaluate_cli.main(["--reference", str(BRATS), "--prediction", str(predictions), "--out",
                               str(tmp_path / "core"), "--no-qc", "--target", "tumour_core"]) == 0
     for row in csv.DictReader((tmp_path / "core" / "metrics.csv").open()):

@@ -622,7 +622,11 @@ def evaluate(
              f"{ANIMA_ALPHA:g}/{ANIMA_BETA:g}/{ANIMA_GAMMA:g}/{ANIMA_MIN_LESION_MM3:g}).",
              "", "Per-scan values: `metrics.csv`; box plot: `boxplot.png`"
              + ("; overlays: `qc/<id>.png`." if qc else ".")]
-    summary = evaluation_summary_markdown(rows, title="Evaluation (MSSEG-2016 metrics)", notes=notes)
+    ms_lesions = all(labels.get(row["patient"]) is None for row in rows)  # BRATS label maps: tumours, another task
+    if not ms_lesions:
+        notes.append("The paper's MSSEG-2016 values are left out: these references are tumour labels, not MS lesions.")
+    summary = evaluation_summary_markdown(rows, title="Evaluation (MSSEG-2016 metrics)", notes=notes,
+                                          paper_rows=ms_lesions)
     calibration_record = {}
     if maps:
         pooled = pool_reliability(curves)
@@ -636,7 +640,7 @@ def evaluate(
                               "ndsc_r": NDSC_R, "pooled_ece": pooled_ece, "reliability": _json_curve(pooled)}
     write_text_atomic(out / "summary.md", summary)
     plot_metric_boxplots(rows, metrics=_BOXPLOT_KEYS, by="centre", path=out / "boxplot.png",
-                         title=f"planar3d evaluation: {len(rows)} scans", paper=paper_table2())
+                         title=f"planar3d evaluation: {len(rows)} scans", paper=paper_table2() if ms_lesions else None)
     record = {"planar3d_version": __version__, "reference": str(reference), "prediction": str(prediction),
               "flair": None if flair is None else str(flair), "qc": qc, **detection, "pairs": done,
               "failures": failures, "reference_only": reference_only, "prediction_only": prediction_only,

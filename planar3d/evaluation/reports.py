@@ -226,7 +226,7 @@ def seeds_summary_markdown(rows: Sequence[dict], config: Config, title: str = "C
 
 
 def evaluation_summary_markdown(rows: Sequence[dict], keys: Sequence[str] = MSSEG_KEYS, title: str = "Evaluation",
-                     notes: Sequence[str] = ()) -> str:
+                     notes: Sequence[str] = (), paper_rows: bool = True) -> str:
     """Mean ± std of every metric per centre and overall, with the paper's Table 2 rows.
 
     Args:
@@ -235,6 +235,7 @@ def evaluation_summary_markdown(rows: Sequence[dict], keys: Sequence[str] = MSSE
             the paper's values (:data:`planar3d.evaluation.reference.PAPER_TABLE2`) follows.
         title: the heading.
         notes: lines printed between heading and table.
+        paper_rows: False leaves the paper's rows out (references of another task, e.g. tumours).
 
     Returns:
         Markdown text. Standard deviations are over scans, population (``ddof=0``), as
@@ -255,7 +256,7 @@ def evaluation_summary_markdown(rows: Sequence[dict], keys: Sequence[str] = MSSE
         digits = 2 if key in UNITS or key.startswith("n_") else 3
         cells = [f"{summary[g][key]['mean']:.{digits}f} ± {summary[g][key]['std']:.{digits}f}" for g in groups]
         lines.append(f"| {key}{UNITS.get(key, '')} | " + " | ".join(cells) + " |")
-        if key in PAPER_TABLE2:
+        if paper_rows and key in PAPER_TABLE2:
             paper = [paper_table2_cell(key, g) for g in groups]
             lines.append(f"| {key} (paper, MSSEG-2016) | " + " | ".join(paper) + " |")
     lines.append("")
