@@ -290,11 +290,16 @@ def export_model_file(tmp_path_factory, export_scan) -> Path:
 EXPORT_NEEDS = {"savedmodel": (), "onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",)}
 
 
-def skip_without(fmt: str) -> None:
-    """Skip a test whose export format's optional packages are not installed."""
+def missing_packages(fmt: str) -> list[str]:
+    """The optional packages of an export format that are not installed here."""
     import importlib.util
 
-    missing = [name for name in EXPORT_NEEDS[fmt] if importlib.util.find_spec(name) is None]
+    return [name for name in EXPORT_NEEDS[fmt] if importlib.util.find_spec(name) is None]
+
+
+def skip_without(fmt: str) -> None:
+    """Skip a test whose export format's optional packages are not installed."""
+    missing = missing_packages(fmt)
     if missing:
         pytest.skip(f"{fmt} export needs {', '.join(missing)} (pip install planar3d[{'onnx' if fmt == 'onnx' else fmt}])")
 
@@ -317,7 +322,6 @@ def exports(export_model_file, export_scan, tmp_path_factory):
     """``exports(fmt)``: the tiny model exported once per format in the session (an export takes 5-20 s),
     all installed formats at the first call, in one child process; shared by tests/test_export.py
     and tests/test_runtime.py. A format whose packages are missing skips its test."""
-    import importlib.util
     import json
     import subprocess
 
@@ -328,8 +332,7 @@ def exports(export_model_file, export_scan, tmp_path_factory):
     def export(fmt: str):
         skip_without(fmt)
         if not done:
-            formats = [f for f, needs in EXPORT_NEEDS.items()
-                       if all(importlib.util.find_spec(name) is not None for name in needs)]
+            formats = [f for f in EXPORT_NEEDS if not missing_packages(f)]
             root = tmp_path_factory.mktemp("exports")
             result = subprocess.run([sys.executable, "-c", _EXPORT_FORMATS, str(export_model_file), str(export_scan),
                                      str(root), *formats], capture_output=True, text=True, timeout=900)
