@@ -2,7 +2,9 @@
 
 ``--reference`` and ``--prediction`` are two mask files (one pair) or two folders (pairs
 matched by patient id; a file and a folder also work, matched by id). Each pair must be on
-one voxel grid: equal shapes and affines equal within 1e-4 (absolute, per element). The
+one voxel grid (:func:`planar3d.io.nifti.grid_mismatch`): equal shapes and affines equal within
+1e-4 mm (absolute, per element; stricter than the readers' 1e-3, as a mask and its prediction
+come from one pipeline). The
 MSSEG-2016 metric set (:func:`planar3d.evaluation.metrics.msseg_metrics`) is computed per pair with the
 reference's voxel size, and written to ``--out`` (default: ``evaluation/`` beside the
 prediction, i.e. inside a prediction folder or in a prediction file's folder):
@@ -65,7 +67,7 @@ from planar3d.evaluation.reference import ANIMA_ALPHA, ANIMA_BETA, ANIMA_GAMMA, 
 from planar3d.evaluation.html_report import write_summary_report
 from planar3d.evaluation.reports import evaluation_summary_markdown
 from planar3d.io.datasets import find_patient_folders, known_dataset
-from planar3d.io.nifti import check_binary, load_nifti, mask_voxels
+from planar3d.io.nifti import check_binary, grid_mismatch, load_nifti, mask_voxels
 
 __all__ = [
     "AFFINE_TOLERANCE", "Evaluation", "check_same_grid", "evaluate", "evaluate_pair", "find_volumes",
@@ -246,14 +248,9 @@ def check_same_grid(reference_img, img, path: str | Path, reference_path: str | 
         InputFileError: shapes differ, or an affine element differs by more than
             :data:`AFFINE_TOLERANCE` (absolute; no relative tolerance).
     """
-    shape, reference_shape = tuple(img.shape[:3]), tuple(reference_img.shape[:3])
-    if shape != reference_shape:
-        raise InputFileError(path, f"grid differs from the reference {reference_path} (shape {reference_shape} vs {shape})")
-    difference = float(np.max(np.abs(np.asarray(img.affine, float) - np.asarray(reference_img.affine, float))))
-    if not difference <= AFFINE_TOLERANCE:
-        raise InputFileError(
-            path, f"grid differs from the reference {reference_path} (affine differs by {difference:.2g} > {AFFINE_TOLERANCE:g})"
-        )
+    mismatch = grid_mismatch(img, reference_img, AFFINE_TOLERANCE)
+    if mismatch:
+        raise InputFileError(path, f"grid differs from the reference {reference_path}: {mismatch}")
 
 
 #: How far outside [0, 1] a stored probability may stray (float rounding) before it is refused.
