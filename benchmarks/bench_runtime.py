@@ -227,6 +227,33 @@ def _agreement(probabilities, reference, voxel_ml: float) -> dict:
             "max_diff": float(np.max(np.abs(probabilities - reference)))}
 
 
+def _fresh_processes(model, scan_path: Path, scratch: Path, runs: int, base_wall: float, wall: dict) -> list[str]:
+    """Wall time of ``runs`` fresh ``python -m planar3d.predict`` processes (the model saved at its
+    size, default settings: crop auto, precision auto, the default runtime): what a user waits for,
+    TensorFlow's start, the model's load and the scan's reading and writing included."""
+    import subprocess
+
+    path = scratch / "fresh" / "best.keras"
+    path.parent.mkdir()
+    model.save(path)
+    command = [sys.executable, "-m", "planar3d.predict", "--model", str(path), "--input", str(scan_path),
+               "--output", str(scratch / "fresh" / "mask.nii.gz"), "--overwrite", "--quiet"]
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        seconds.append(time.perf_counter() - started)
+    default = min(wall, key=lambda name: wall[name] if name.startswith("tensorflow-keras") else float("inf"))
+    median = statistics.median(seconds)
+    return ["## A fresh `predict` process", "",
+            f"`python -m planar3d.predict --model best.keras --input SCAN --output mask.nii.gz --overwrite --quiet` "
+            f"(the model above saved at its size; default settings), {runs} run(s), one after the other: wall "
+            + ", ".join(f"{s:.1f}" for s in seconds) + f" s, median **{median:.1f} s** = {median / base_wall:.2f}x the "
+            f"in-process TensorFlow float32 path and {median / wall[default]:.2f}x its fastest in-process Keras path "
+            f"({default}); the difference is TensorFlow's start, the model's load, reading the scan and "
+            "writing the mask, lesion tables and QC picture."]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="cube edge the scan is resampled to (default 256, the paper)")
@@ -243,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO threads (default: their own, the cores)")
     parser.add_argument("--ghz", type=float, help="clock assumed for the peak (default: /proc/cpuinfo's cpu MHz)")
     parser.add_argument("--phantom-dir", type=Path, help="phantom folder, reused if it exists (default: a temporary one)")
+    parser.add_argument("--fresh", type=int, default=0, metavar="N",
+                        help="also time N fresh `python -m planar3d.predict` processes on the scan with the same "
+                             "weights at --size (the README's command, default settings; default 0: not run)")
     parser.add_argument("--out", type=Path, help="also write the report to this Markdown file")
     args = parser.parse_args(argv)
 
@@ -357,6 +387,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, reason in skipped.items():
             say(f"| {name} | not run: {reason} | | | | | | | |")
         say("", "INT8 (post-training quantization) is not measured here.", "")
+
+        if args.fresh:
+            say(*_fresh_processes(model, scan_path, scratch, args.fresh, base_wall, wall), "")
 
         say("## The limit", "",
             f"Convolution MACs from the layer shapes ({args.size}³, window 16, stride 8, {full['windows']} windows): "
