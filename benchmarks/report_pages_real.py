@@ -7,8 +7,8 @@ opened in headless Chromium, with a screenshot of each for docs/ (issue 29: what
   BIDS dataset of links (``sub-07``, ``sub-19``, ``sub-26``; masks in ``derivatives/consensus``),
   segmented by a model (``participant``) and summed up with their Dice (``group``).
 
-Each page must load with no console error and every picture decoded (the same checks as
-tests/test_html_browser.py, which runs them on tiny inputs). Nothing is written into the data;
+Each page must load with no console error, every picture decoded and nothing fetched from outside
+(tests/browser.py: the checks tests/test_html_browser.py runs on tiny inputs). Nothing is written into the data;
 every output goes under ``--out``; the screenshots into ``--docs``.
 
     python benchmarks/report_pages_real.py --brats-run /work/real_runs/bench/brats/planar_imagenet/seed_0 \\
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -28,8 +27,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
 MNI = Path("ljubljana_ms") / "cross_sectional" / "MNI"
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-dev-shm-usage", "--window-size=1280,1500")
 
 
 def run(*command: str) -> float:
@@ -61,30 +58,23 @@ def bids_view(realdata: Path, root: Path) -> list[str]:
     return labels
 
 
-def check_and_shoot(pages: dict[str, Path], docs: Path) -> None:
-    """Open each page; fail on a console error or a picture that did not decode; save a screenshot."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def check_and_shoot(pages: dict[str, Path], docs: Path, profile: Path) -> None:
+    """Open each page with the browser check of tests/test_html_browser.py (tests/browser.py);
+    fail on anything it finds broken; save a screenshot."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser import open_chromium, page_problems, sortable_table_rows
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    browser = open_chromium(profile)
     try:
         for name, page in pages.items():
-            browser.get(page.as_uri())
-            errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-            pictures = browser.execute_script("return Array.from(document.images, i => [i.naturalWidth, i.alt])")
-            broken = [alt for width, alt in pictures if width == 0]
-            if errors or broken:
-                raise SystemExit(f"{page}: console errors {errors}, pictures that did not decode {broken}")
-            rows = browser.execute_script("return Array.from(document.querySelectorAll('table.sortable'), "
-                                          "t => t.tBodies[0].rows.length)")
+            problems = page_problems(browser, page)
+            if problems:
+                raise SystemExit(f"{page}: {'; '.join(problems)}")
+            pictures = browser.execute_script("return document.images.length")
+            rows = [body for _, body in sortable_table_rows(browser)]
             browser.save_screenshot(str(docs / name))
-            print(f"{page}: {len(pictures)} pictures decoded, sortable tables of {rows} rows, no console error "
-                  f"-> docs/{name}")
+            print(f"{page}: {pictures} pictures decoded, sortable tables of {rows} rows, no console error, nothing "
+                  f"from outside -> docs/{name}")
     finally:
         browser.quit()
 
@@ -117,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"BIDS App: participants {' '.join(labels)}, both levels in {seconds:.0f} s")
 
     check_and_shoot({"report_evaluate_real.png": evaluation / "report.html",
-                     "report_bids_group_real.png": derivatives / "group_report.html"}, args.docs)
+                     "report_bids_group_real.png": derivatives / "group_report.html"}, args.docs,
+                    args.out / "chromium-profile")
     return 0
 
 

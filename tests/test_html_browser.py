@@ -21,52 +21,28 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from browser import missing_tools, open_chromium, page_problems, sortable_table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-
-#: The switches of the headless browser: no GPU, no sandbox (containers), no network of its own.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1280,1500")
 
 SCREENSHOTS = os.environ.get("PLANAR3D_REPORT_SCREENSHOTS", "") not in ("", "0")
 
 
-def _missing() -> list[str]:
-    missing = [f"{name} (apt-get install -y chromium chromium-driver)" for name in ("chromium", "chromedriver")
-               if shutil.which(name) is None]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("selenium (pip install selenium; it is in the test extra)")
-    return missing
-
-
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    missing = _missing()
+    missing = missing_tools()
     if missing:
         message = f"the browser check of the HTML reports needs {', '.join(missing)}"
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the browser check: missing {', '.join(missing)}")
         pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    browser = open_chromium(tmp_path_factory.mktemp("chromium-profile"))
     try:
         yield browser
     finally:
@@ -74,44 +50,17 @@ def driver(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- checks
-_EXTERNAL = re.compile(r"""(?:src|href|action|poster|srcset)\s*=\s*["']?\s*(?:https?:|ftp:|//)|url\(\s*["']?\s*(?:https?:|//)"""
-                       r"""|@import""", re.I)
-
-
-def _requests(browser) -> list[str]:
-    """URLs the page asked the network stack for (Chrome DevTools' Network.requestWillBeSent)."""
-    urls = []
-    for entry in browser.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message.get("method") == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
-
-
 def check_page(browser, path: Path, tables: list[int], images: int, warnings: tuple[str, ...] = (),
                screenshot: str | None = None) -> None:
     """Load ``path`` and check it (see the module docstring): ``tables`` the body row counts of the
     sortable tables in page order, ``images`` the number of pictures, ``warnings`` texts the warning
     box must hold; ``screenshot``: the name in docs/ of the page's screenshot (when asked for)."""
-    browser.get_log("browser")
-    browser.get_log("performance")  # start both logs afresh
-    browser.get(path.as_uri())
-    assert browser.execute_script("return document.readyState") == "complete"
-    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
-    assert not errors, f"{path.name}: console errors {errors}"
-    pictures = browser.execute_script("return Array.from(document.images, i => [i.complete, i.naturalWidth, i.alt])")
-    assert len(pictures) == images, (path.name, pictures)
-    broken = [alt for complete, width, alt in pictures if not complete or width == 0]
-    assert not broken, f"{path.name}: pictures that did not decode: {broken}"
-    counts = browser.execute_script("return Array.from(document.querySelectorAll('table.sortable'), "
-                                    "t => [t.tHead.rows.length, t.tBodies[0].rows.length])")
+    problems = page_problems(browser, path)
+    assert not problems, f"{path.name}: {problems}"
+    pictures = browser.execute_script("return document.images.length")
+    assert pictures == images, (path.name, pictures)
+    counts = sortable_table_rows(browser)
     assert counts == [[1, n] for n in tables], (path.name, counts, tables)
-    requests = [url for url in _requests(browser) if not url.startswith(("file:", "data:"))]
-    resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-    resources = [url for url in resources if not url.startswith(("file:", "data:"))]
-    assert not requests and not resources, f"{path.name}: requests outside the page: {requests + resources}"
-    source = path.read_text(encoding="utf-8")
-    assert not _EXTERNAL.search(source), _EXTERNAL.search(source).group(0)
     assert browser.execute_script("return document.scripts.length") == 1  # the sorter; escaped text adds none
     if warnings:
         box = browser.find_element("id", "warnings").text
