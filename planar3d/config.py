@@ -18,7 +18,7 @@ from planar3d.errors import InputFileError, Planar3DError
 __all__ = [
     "BACKBONES", "BLENDS", "CALIBRATIONS", "CHOICES", "CROPS", "Config", "DEVICES", "LAUNCHERS", "MAPPINGS", "PAPER_MAPPINGS", "PRECISIONS",
     "PRESETS", "TARGETS", "THRESHOLD_RULES", "load_config", "make_config", "read_mapping_file",
-    "EXPORT_FORMATS", "MODALITIES", "RUNTIMES",
+    "EXPORT_FORMATS", "EXPORT_QUANTIZATIONS", "MODALITIES", "RUNTIME_CHOICES", "RUNTIMES",
 ]
 
 # ----------------------------------------------------------------------------- the vocabulary
@@ -42,8 +42,12 @@ CROPS = ("auto", "off", "window", "scan")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 #: formats of planar3d export (planar3d.apps.export): a TensorFlow SavedModel, ONNX, OpenVINO IR.
 EXPORT_FORMATS = ("savedmodel", "onnx", "openvino")
+#: planar3d export --quantize: none (float32) or int8 (the decoder, ONNX only; planar3d.apps.quantize).
+EXPORT_QUANTIZATIONS = ("none", "int8")
 #: engines that run an exported network (planar3d.inference.runtimes).
 RUNTIMES = ("tensorflow", "onnxruntime", "openvino")
+#: predict's --runtime: a runtime, or auto (the one that runs the model fastest here, measured).
+RUNTIME_CHOICES = ("auto", *RUNTIMES)
 #: probability calibration at inference: none (the network's sigmoid, the paper) or the temperature
 #: fitted on a fold's validation scans (planar3d.inference.temperature, RUN/fold_k/calibration.json).
 CALIBRATIONS = ("none", "temperature")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import platform
 
-__all__ = ["NUMERICS_ENVIRONMENT", "cpu_isa_flags", "numerics_record"]
+__all__ = ["NUMERICS_ENVIRONMENT", "cpu_identity", "cpu_isa_flags", "cpu_name", "numerics_record"]
 
 #: environment variables that change which kernels run or how many threads they use.
 NUMERICS_ENVIRONMENT = (
@@ -48,6 +48,24 @@ def cpu_isa_flags(cpuinfo: str | None = None) -> list[str]:
     return []
 
 
+def cpu_name() -> str:
+    """The processor's name (``model name`` of ``/proc/cpuinfo``, else what :mod:`platform` says)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_identity() -> str:
+    """What a CPU speed measurement holds for: processor name, logical cores and ISA flags, in one
+    line (two machines with the same identity run the same kernels at about the same speed)."""
+    return f"{cpu_name()} | {os.cpu_count()} cores | {' '.join(cpu_isa_flags())}"
+
+
 def numerics_record() -> dict[str, object]:
     """Machine facts that decide a run's float results, for ``versions.json``.
 
@@ -59,15 +77,6 @@ def numerics_record() -> dict[str, object]:
     """
     import tensorflow as tf
 
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.partition(":")[2].strip()
-                    break
-    except OSError:
-        pass
     try:  # TensorFlow exports the setter only; the getter lives beside it
         from tensorflow.python.framework.config import is_op_determinism_enabled
 
@@ -75,7 +84,7 @@ def numerics_record() -> dict[str, object]:
     except ImportError:
         determinism = None
     return {
-        "cpu": model or platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "cpu_isa": cpu_isa_flags(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),

@@ -287,7 +287,8 @@ def export_model_file(tmp_path_factory, export_scan) -> Path:
 
 
 #: export format -> the optional packages it needs here (export and check).
-EXPORT_NEEDS = {"savedmodel": (), "onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",)}
+EXPORT_NEEDS = {"savedmodel": (), "onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",),
+                "onnx-int8": ("tf2onnx", "onnx", "onnxruntime")}
 
 
 def missing_packages(fmt: str) -> list[str]:
@@ -301,7 +302,7 @@ def skip_without(fmt: str) -> None:
     """Skip a test whose export format's optional packages are not installed."""
     missing = missing_packages(fmt)
     if missing:
-        pytest.skip(f"{fmt} export needs {', '.join(missing)} (pip install planar3d[{'onnx' if fmt == 'onnx' else fmt}])")
+        pytest.skip(f"{fmt} export needs {', '.join(missing)} (pip install planar3d[{'openvino' if fmt == 'openvino' else 'onnx'}])")
 
 
 #: Exports every format given, in a child process: the ONNX conversion alone raises a process's
@@ -310,8 +311,13 @@ _EXPORT_FORMATS = r"""
 import json, sys
 from planar3d.apps.export import export_model
 
+from pathlib import Path
+
 model, scan, root, *formats = sys.argv[1:]
-metadata = {fmt: export_model(model, fmt, f"{root}/{fmt}/{fmt}", check=scan).metadata for fmt in formats}
+others = [str(p) for p in sorted(Path(scan).parents[1].glob("*/3DFLAIR.nii.gz")) if p != Path(scan)]
+metadata = {fmt: export_model(model, fmt.split("-")[0], f"{root}/{fmt}/{fmt}", check=scan,
+                              quantize="int8" if fmt.endswith("-int8") else "none",
+                              calibrate=others if fmt.endswith("-int8") else None).metadata for fmt in formats}
 with open(f"{root}/metadata.json", "w", encoding="utf-8") as handle:
     json.dump(metadata, handle)
 """
@@ -319,7 +325,8 @@ with open(f"{root}/metadata.json", "w", encoding="utf-8") as handle:
 
 @pytest.fixture(scope="session")
 def exports(export_model_file, export_scan, tmp_path_factory):
-    """``exports(fmt)``: the tiny model exported once per format in the session (an export takes 5-20 s),
+    """``exports(fmt)``: the tiny model exported once per format in the session (an export takes 5-20 s;
+    ``onnx-int8``: ONNX with ``--quantize int8``, calibrated on the phantom's other two scans),
     all installed formats at the first call, in one child process; shared by tests/test_export.py
     and tests/test_runtime.py. A format whose packages are missing skips its test."""
     import json

@@ -224,7 +224,7 @@ def test_every_choice_list_is_written_once_in_config():
 
 def test_command_line_choices_come_from_the_vocabulary():
     from planar3d.cli.common import add_config_flags, add_launcher_flags, add_segment_flags, make_parser
-    from planar3d.config import CHOICES, DEVICES, LAUNCHERS, RUNTIMES
+    from planar3d.config import CHOICES, DEVICES, LAUNCHERS, RUNTIME_CHOICES
 
     parser = make_parser("x", "x")
     add_config_flags(parser)
@@ -232,7 +232,7 @@ def test_command_line_choices_come_from_the_vocabulary():
     segment = make_parser("y", "y")
     add_segment_flags(segment)
     choices = {action.dest: tuple(action.choices) for p in (parser, segment) for action in p._actions if action.choices}
-    expected = {**CHOICES, "launcher": LAUNCHERS, "device": DEVICES, "runtime": RUNTIMES, "preset": choices["preset"]}
+    expected = {**CHOICES, "launcher": LAUNCHERS, "device": DEVICES, "runtime": RUNTIME_CHOICES, "preset": choices["preset"]}
     assert choices == expected
 
 

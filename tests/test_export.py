@@ -158,3 +158,68 @@ def test_the_runtimes_skip_names_are_the_split_networks():
     from planar3d.nets.split import SKIP_NAMES
 
     assert runtimes.SKIP_ORDER == SKIP_NAMES
+
+
+@pytest.mark.slow
+def test_an_int8_export_quantizes_the_decoder_alone_and_agrees(exports, export_scan):
+    import onnx
+
+    from planar3d.apps.quantize import float_output_nodes
+
+    result, reference = exports("onnx-int8"), exports("onnx")
+    metadata, out = result.metadata, result.out
+    assert metadata["precision"] == "int8" and reference.metadata["precision"] == "float32"
+    assert metadata["files"] == {"encoder": "encoder.onnx", "decoder": "decoder_int8.onnx"}
+    assert sorted(p.name for p in out.iterdir()) == ["decoder_int8.onnx", "encoder.onnx", "export.json"]
+    agreement = metadata["agreement"]
+    assert agreement["precision"] == "int8" and (agreement["dice_bound"], agreement["volume_bound"]) == (0.98, 0.01)
+    assert agreement["passed"] and agreement["dice"] >= 0.98 and agreement["volume_difference"] <= 0.01
+    assert agreement["max_probability_difference"] > 1e-5  # it is not the float32 network
+    calibration = metadata["quantization"]["calibration_scans"]
+    assert len(calibration) == 2 and str(export_scan) not in calibration
+
+    # every convolution of the decoder reads int8 weights but the one that feeds the sigmoid
+    graph = onnx.load(str(out / "decoder_int8.onnx")).graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    convolutions = [node for node in graph.node if node.op_type in ("Conv", "ConvTranspose")]
+    float_nodes = set(float_output_nodes(onnx.load(str(out / "decoder_int8.onnx"))))
+    assert float_nodes == set(metadata["quantization"]["float32"][1:]) and len(float_nodes) == 2
+    assert len(convolutions) == 15
+    for node in convolutions:
+        quantized = producers.get(node.input[1]) == "DequantizeLinear"
+        assert quantized == (node.name not in float_nodes), node.name
+
+    # the encoder is the float32 one, bit for bit
+    window = _window(2)
+    exact = load_runtime(reference.out).encode(window[:, :8])
+    for name, value in load_runtime(out, precision="int8").encode(window[:, :8]).items():
+        np.testing.assert_array_equal(value, exact[name])
+
+
+def _export_refusal(tmp_path, capsys, *flags) -> str:
+    out = tmp_path / "export"
+    status = export_cli.main(["--out", str(out), *flags])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+    return err.strip()
+
+
+def test_int8_refusals_come_before_any_work(model_file, scan, tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(export_app, "load_segmentation_model", no_work)
+    model = ["--model", str(model_file), "--check", str(scan)]
+    err = _export_refusal(tmp_path, capsys, *model, "--format", "savedmodel", "--quantize", "int8")
+    assert err == ("error: --quantize int8 is made for ONNX exports (ONNX Runtime's post-training quantization): "
+                   "pass --format onnx. Received: --format savedmodel")
+    err = _export_refusal(tmp_path, capsys, *model, "--format", "onnx", "--calibrate", str(scan))
+    assert err == "error: --calibrate sets the ranges of --quantize int8; a float32 export has none to set"
+    _skip_without("onnx")
+    err = _export_refusal(tmp_path, capsys, *model, "--format", "onnx", "--quantize", "int8", "--calibrate", str(scan))
+    assert err == (f"error: {scan}: also the check scan: the agreement must be measured on a scan the int8 ranges "
+                   "were not calibrated on (give another --check)")
+    missing = tmp_path / "nothing.nii.gz"
+    err = _export_refusal(tmp_path, capsys, *model, "--format", "onnx", "--quantize", "int8", "--calibrate", str(missing))
+    assert err == f"error: {missing}: calibration scan not found"

@@ -158,3 +158,84 @@ def test_what_an_export_does_not_support_yet_is_refused(tmp_path, capsys, no_wor
     err = capsys.readouterr().err
     assert status == 2 and err == f"error: {folder} is an exported segmentation model: --output takes a mask or a folder\n"
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- --runtime auto
+def test_auto_runs_a_keras_model_in_tensorflow(tmp_path):
+    from planar3d.apps.predict import resolve_runtime
+
+    assert resolve_runtime([tmp_path / "best.keras"], "auto") == ("tensorflow", "")
+    assert resolve_runtime([tmp_path / "a.keras", tmp_path / "b.keras"], "auto") == ("tensorflow", "")
+    assert resolve_runtime([tmp_path / "export"], "openvino") == ("openvino", "")  # a named runtime is kept
+
+
+def test_an_export_records_each_runtimes_time_on_this_cpu(exports):
+    from planar3d.inference.runtimes import installed_runtimes
+    from planar3d.machine import cpu_identity
+
+    recorded = exports("onnx").metadata.get("runtime_seconds")
+    if len(installed_runtimes("onnx")) < 2:
+        assert recorded is None  # nothing to choose between
+        return
+    assert recorded["cpu"] == cpu_identity() and recorded["precision"] == "float32"
+    assert sorted(recorded["seconds_per_window"]) == ["onnxruntime", "openvino"]
+    assert all(seconds > 0 for seconds in recorded["seconds_per_window"].values())
+    assert "runtime_seconds" not in exports("savedmodel").metadata  # one runtime runs it
+
+
+def test_auto_takes_the_fastest_runtime_timed_on_this_cpu(tmp_path, monkeypatch):
+    from planar3d.inference import runtimes
+    from planar3d.machine import cpu_identity
+
+    monkeypatch.setattr(runtimes, "installed_runtimes", lambda fmt: ["onnxruntime", "openvino"])
+    timed = []
+
+    def time_now(folder, candidates, precision, repeats=2):
+        timed.append((candidates, precision))
+        return {"onnxruntime": 0.2, "openvino": 0.3}
+
+    monkeypatch.setattr(runtimes, "time_runtimes", time_now)
+    here = {"cpu": cpu_identity(), "precision": "float32", "seconds_per_window": {"onnxruntime": 0.5, "openvino": 0.4}}
+    folder = _fake_export(tmp_path / "here", runtime_seconds=here)
+    assert runtimes.choose_runtime(folder, "float32") == \
+        ("openvino", "timed at export on this CPU: onnxruntime 0.5 s, openvino 0.4 s per window")
+    assert timed == []
+    elsewhere = _fake_export(tmp_path / "elsewhere", runtime_seconds={**here, "cpu": "another CPU"})
+    assert runtimes.choose_runtime(elsewhere, "float32") == \
+        ("onnxruntime", "timed now on this CPU: onnxruntime 0.2 s, openvino 0.3 s per window")
+    assert runtimes.choose_runtime(_fake_export(tmp_path / "unrecorded"), "int8")[0] == "onnxruntime"
+    assert timed == [(["onnxruntime", "openvino"], "float32"), (["onnxruntime", "openvino"], "int8")]
+    monkeypatch.setattr(runtimes, "installed_runtimes", lambda fmt: ["openvino"])
+    assert runtimes.choose_runtime(elsewhere, "float32") == ("openvino", "the only installed runtime of the onnx export")
+    assert len(timed) == 2
+
+
+def test_auto_with_no_runtime_for_the_export_is_refused_naming_the_extra(tmp_path, capsys, monkeypatch, no_work):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    folder = _fake_export(tmp_path / "export", "onnx")
+    err = _refusal(tmp_path, capsys, [folder])
+    assert err == ("error: the onnx export needs the Python package onnxruntime, which is not installed: "
+                   "pip install planar3d[onnx]")
+
+
+@pytest.mark.slow
+def test_predict_runs_an_int8_export_by_default_and_refuses_float32(exports, export_model_file, export_scan, tmp_path,
+                                                                    capsys):
+    """At the paper's threshold, where export measured its agreement (the session's model has half
+    the head above it), the int8 export's native mask is the .keras model's within the int8 bounds."""
+    from planar3d.evaluation.metrics import dice
+
+    out = exports("onnx-int8").out
+    (tmp_path / "int8").mkdir()
+    (tmp_path / "keras").mkdir()
+    assert _predict(out, export_scan, tmp_path / "int8") == 0
+    assert _predict(export_model_file, export_scan, tmp_path / "keras", "--precision", "float32") == 0
+    names, mask, _, report = _outputs(tmp_path / "int8")
+    _, expected_mask, _, expected_report = _outputs(tmp_path / "keras")
+    assert names == ["mask.nii.gz", "mask_lesions.csv", "mask_lesions.json", "mask_qc.png", "prob.nii.gz"]
+    assert expected_mask.mean() > 0.05 and dice(mask > 0, expected_mask > 0) >= 0.98
+    assert report["total_volume_ml"] == pytest.approx(expected_report["total_volume_ml"], rel=0.01)
+    capsys.readouterr()
+    err = _refusal(tmp_path, capsys, [out], "--precision", "float32")
+    assert err == "error: an int8 export runs in int8 (export again without --quantize for float32). Received: --precision float32"

@@ -51,6 +51,7 @@ from planar3d.apps.predict import (
     load_members,
     member_files,
     member_settings,
+    resolve_runtime,
     segment_scan,
     select_device,
 )
@@ -158,7 +159,7 @@ def run_participant(
     command: str | None = None,
     overrides: dict | None = None,
     device: str = "auto",
-    runtime: str = "tensorflow",
+    runtime: str = "auto",
 ) -> AppResult:
     """Segment the FLAIR scans of the chosen participants into a BIDS derivative dataset.
 
@@ -179,7 +180,8 @@ def run_participant(
         batch_size: windows per forward pass.
         command: the command line recorded in ``GeneratedBy``.
         device: ``"auto"``, ``"cpu"`` or ``"gpu"`` (see :func:`planar3d.apps.predict.select_device`).
-        runtime: the engine (:data:`planar3d.config.RUNTIMES`); another than ``"tensorflow"`` runs one
+        runtime: the engine (:data:`planar3d.config.RUNTIME_CHOICES`): ``"auto"`` as
+            :func:`planar3d.apps.predict.resolve_runtime`; another than ``"tensorflow"`` runs one
             ``planar3d export`` folder given as ``model`` (:func:`planar3d.apps.predict.check_runtime`).
 
     Returns:
@@ -209,6 +211,7 @@ def run_participant(
     config = config or inference_config(files[0], **(overrides or {}))
     exported = check_runtime(files, runtime, config, device)
     check_calibration(files, config)
+    runtime, _ = resolve_runtime(files, runtime, config.precision)
     select_device(device if runtime == "tensorflow" else "cpu")
     loaded = load_members(files, runtime, config.precision)
     if not exported:

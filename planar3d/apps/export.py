@@ -11,8 +11,13 @@ windows that hold it, as planar3d does. Formats (:data:`planar3d.config.EXPORT_F
 * ``openvino``: ``encoder.xml/.bin`` and ``decoder.xml/.bin`` (OpenVINO IR, float32 weights),
   converted by OpenVINO's own converter from the TensorFlow graphs (``pip install planar3d[openvino]``).
 
+``--quantize int8`` (ONNX only) quantizes the decoder's convolutions to int8 with ONNX Runtime's
+post-training quantization, calibrated on phantom scans (:mod:`planar3d.apps.quantize`), and
+checks it to the looser :data:`BOUNDS` of int8.
+
 Beside them ``export.json``: window, stride, size, channels, threshold, preprocessing, the
-inputs and outputs, versions, and the agreement measured. Agreement is part of export: the
+inputs and outputs, versions, the agreement measured, and where several installed runtimes run
+the format, each one's seconds per window on this CPU (what ``predict --runtime auto`` reads). Agreement is part of export: the
 exported networks run through the same windows, crop and kept slices as the Keras model in
 float32 on a check scan (``--check SCAN``, default the built-in phantom's first scan), and the
 export is refused, nothing written, unless the masks agree to :data:`DICE_BOUND` and the lesion
@@ -29,13 +34,14 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from planar3d import __version__
 from planar3d.atomic import check_destinations, replace_folder
-from planar3d.config import EXPORT_FORMATS, Config, load_config, make_config
+from planar3d.apps.quantize import INT8_DECODER, calibration_windows, quantize_decoder
+from planar3d.config import EXPORT_FORMATS, EXPORT_QUANTIZATIONS, Config, load_config, make_config
 from planar3d.data.preprocess import PREPROCESS_VERSION
 from planar3d.errors import InputFileError, Planar3DError
 from planar3d.evaluation.lesions import label_lesions
@@ -47,20 +53,27 @@ from planar3d.inference.runtimes import (
     FORMAT_RUNTIMES,
     METADATA_NAME,
     SKIP_ORDER,
+    installed_runtimes,
     load_runtime,
     missing_extra,
+    time_runtimes,
 )
 from planar3d.io.datasets import find_dataset
 from planar3d.io.phantom import ensure_phantom
+from planar3d.machine import cpu_identity
 from planar3d.nets.load import load_segmentation_model
 
-__all__ = ["DICE_BOUND", "ONNX_OPSET", "VOLUME_BOUND", "ExportResult", "agreement", "check_scan", "export_model",
-           "required_packages"]
+__all__ = ["BOUNDS", "DICE_BOUND", "ONNX_OPSET", "VOLUME_BOUND", "ExportResult", "agreement", "calibration_scans",
+           "check_scan", "export_model", "required_packages"]
 
 #: the masks of the exported networks and of the Keras model must overlap at least this much (float32).
 DICE_BOUND = 0.999
 #: ... and their lesion volumes differ by at most this fraction of the Keras model's.
 VOLUME_BOUND = 0.005
+#: export precision -> (Dice bound, lesion-volume bound) of its agreement with the Keras model in
+#: float32: float32 exports compute what Keras computes; an INT8 decoder must keep the lesion volume
+#: within 1 % (issue 30's bound for any reduced format) and nearly every voxel.
+BOUNDS = {"float32": (DICE_BOUND, VOLUME_BOUND), "int8": (0.98, 0.01)}
 #: ONNX operator set of the ONNX export (ONNX Runtime >= 1.12, OpenVINO read it).
 ONNX_OPSET = 17
 
@@ -118,6 +131,29 @@ def check_scan(check: str | os.PathLike | None) -> Path:
             raise InputFileError(path, "check scan not found")
         return path
     return find_dataset(ensure_phantom(n_per_centre=1, seed=0))[0].flair
+
+
+def calibration_scans(calibrate: Sequence[str | os.PathLike] | None, check: Path) -> list[Path]:
+    """The scans an INT8 export is calibrated on: ``calibrate``, or the built-in phantom's scans
+    other than the check scan (one per centre at the default scale, less the first). The check scan
+    is never among them, so that the agreement is measured on a scan the ranges were not fitted to.
+
+    Raises:
+        InputFileError: a calibration scan that does not exist, or the check scan among them.
+    """
+    if calibrate:
+        paths = [Path(scan) for scan in calibrate]
+        for path in paths:
+            if not path.is_file():
+                raise InputFileError(path, "calibration scan not found")
+    else:
+        paths = [record.flair for record in find_dataset(ensure_phantom(n_per_centre=1, seed=0))]
+    paths = [path for path in paths if not (calibrate is None and path == check)]
+    for path in paths:
+        if path.resolve() == check.resolve():
+            raise InputFileError(path, "also the check scan: the agreement must be measured on a scan the int8 "
+                                       "ranges were not calibrated on (give another --check)")
+    return paths
 
 
 def _sha256(path: Path) -> str:
@@ -187,7 +223,8 @@ _WRITERS = {"savedmodel": _write_savedmodel, "onnx": _write_onnx, "openvino": _w
 
 
 # ----------------------------------------------------------------------------- agreement
-def agreement(model: Any, network: Any, volume: np.ndarray, config: Config, voxel_ml: float) -> dict:
+def agreement(model: Any, network: Any, volume: np.ndarray, config: Config, voxel_ml: float,
+              bounds: tuple[float, float] = (DICE_BOUND, VOLUME_BOUND)) -> dict:
     """The Keras model and an exported network on one preprocessed scan, through the same windows.
 
     Both run :func:`planar3d.inference.predict.predict_volume` with the run's window, stride,
@@ -197,7 +234,8 @@ def agreement(model: Any, network: Any, volume: np.ndarray, config: Config, voxe
     Returns:
         ``dice``, ``volume_ml_keras``, ``volume_ml_exported``, ``volume_difference`` (relative to
         the Keras volume; 0 when both are 0), ``lesions_keras``, ``lesions_exported``,
-        ``max_probability_difference``, the seconds of each, and the bounds with ``passed``.
+        ``max_probability_difference``, the seconds of each, and the ``bounds`` (Dice, volume)
+        with ``passed``.
     """
     from planar3d.inference.predict import predict_volume
 
@@ -226,22 +264,24 @@ def agreement(model: Any, network: Any, volume: np.ndarray, config: Config, voxe
         "seconds_keras": round(keras_seconds, 2),
         "seconds_exported": round(exported_seconds, 2),
         "runtime": network.runtime,
-        "precision": "float32",
+        "precision": network.precision,
         "space": "preprocessed cube",
-        "dice_bound": DICE_BOUND,
-        "volume_bound": VOLUME_BOUND,
-        "passed": bool(overlap >= DICE_BOUND and difference <= VOLUME_BOUND),
+        "dice_bound": bounds[0],
+        "volume_bound": bounds[1],
+        "passed": bool(overlap >= bounds[0] and difference <= bounds[1]),
     }
 
 
 def _refusal(fmt: str, scan: Path, measured: dict) -> str:
-    return (f"the {fmt} export disagrees with the Keras model on {scan}: Dice {measured['dice']:.4f} (bound >= "
-            f"{DICE_BOUND}), lesion volume {measured['volume_ml_exported']:.3f} vs {measured['volume_ml_keras']:.3f} ml "
-            f"({100 * measured['volume_difference']:.2f} %, bound {100 * VOLUME_BOUND:g} %); nothing written")
+    what = fmt if measured["precision"] == "float32" else f"{fmt} {measured['precision']}"
+    return (f"the {what} export disagrees with the Keras model on {scan}: Dice {measured['dice']:.4f} (bound >= "
+            f"{measured['dice_bound']}), lesion volume {measured['volume_ml_exported']:.3f} vs "
+            f"{measured['volume_ml_keras']:.3f} ml ({100 * measured['volume_difference']:.2f} %, bound "
+            f"{100 * measured['volume_bound']:g} %); nothing written")
 
 
 # ----------------------------------------------------------------------------- the export
-def _metadata(model: Any, model_path: Path, fmt: str, config: Config, versions: dict) -> dict:
+def _metadata(model: Any, model_path: Path, fmt: str, config: Config, versions: dict, precision: str) -> dict:
     import keras
     import tensorflow as tf
 
@@ -250,10 +290,13 @@ def _metadata(model: Any, model_path: Path, fmt: str, config: Config, versions: 
 
     size, channels = int(model.input_shape[2]), int(model.input_shape[-1])
     encoder_file, decoder_file = EXPORT_FILES[fmt]
+    if precision == "int8":
+        decoder_file = INT8_DECODER
     skips = {name: f"(slices / {SKIP_SCALES[name]}, rows / {SKIP_SCALES[name]}, cols / {SKIP_SCALES[name]}, "
              f"{int(model.get_layer(name).filters)}) float32" for name in SKIP_ORDER}
     return {
         "format": fmt,
+        "precision": precision,
         "files": {"encoder": encoder_file, "decoder": decoder_file},
         "runtimes": list(FORMAT_RUNTIMES[fmt]),
         "planar3d_version": __version__,
@@ -297,7 +340,8 @@ def _metadata(model: Any, model_path: Path, fmt: str, config: Config, versions: 
 
 
 def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike, check: str | os.PathLike | None = None,
-                 overwrite: bool = False) -> ExportResult:
+                 overwrite: bool = False, quantize: str = "none",
+                 calibrate: Sequence[str | os.PathLike] | None = None) -> ExportResult:
     """Export a trained planar res-u-net, check it against the Keras model, publish the folder.
 
     Args:
@@ -307,18 +351,29 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
         out: the output folder (must not exist unless ``overwrite``).
         check: the raw scan the agreement is measured on (default: the phantom's, :func:`check_scan`).
         overwrite: replace an existing ``out``.
+        quantize: ``"none"`` (float32), or ``"int8"`` (``onnx`` only): the decoder quantized by
+            :func:`planar3d.apps.quantize.quantize_decoder`, checked against :data:`BOUNDS`.
+        calibrate: raw scans the INT8 ranges are calibrated on (default: :func:`calibration_scans`).
 
     Returns:
         The folder and its metadata (``agreement`` included).
 
     Raises:
-        InputFileError: ``out`` exists (without ``overwrite``) or cannot be written, a bad model
-            or check scan.
+        InputFileError: ``out`` exists (without ``overwrite``) or cannot be written, a bad model,
+            check or calibration scan.
         Planar3DError: an unknown format, a missing optional package (naming its extra), a model
-            that is not the planar res-u-net, or an export that disagrees with the Keras model
-            beyond :data:`DICE_BOUND` / :data:`VOLUME_BOUND` (then nothing is written).
+            that is not the planar res-u-net, INT8 asked of another format than ONNX, or an export
+            that disagrees with the Keras model beyond :data:`BOUNDS` (then nothing is written).
     """
     model_path, out = Path(model_path), Path(out)
+    if quantize not in EXPORT_QUANTIZATIONS:
+        raise Planar3DError(f"quantize must be one of {list(EXPORT_QUANTIZATIONS)}. Received: quantize={quantize!r}")
+    precision = "int8" if quantize == "int8" else "float32"
+    if precision == "int8" and fmt != "onnx":
+        raise Planar3DError(f"--quantize int8 is made for ONNX exports (ONNX Runtime's post-training quantization): "
+                            f"pass --format onnx. Received: --format {fmt}")
+    if calibrate and precision != "int8":
+        raise Planar3DError("--calibrate sets the ranges of --quantize int8; a float32 export has none to set")
     required_packages(fmt)
     if out.exists() and not out.is_dir():
         raise InputFileError(out, "exists and is not a folder")
@@ -326,6 +381,7 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
         raise InputFileError(out, "output exists; pass --overwrite to replace it")
     check_destinations(folders=[out.parent], overwrite=overwrite)
     scan_path = check_scan(check)
+    calibration = calibration_scans(calibrate, scan_path) if precision == "int8" else []
     config = _run_config(model_path)
 
     from planar3d.nets.split import check_exportable
@@ -338,13 +394,24 @@ def export_model(model_path: str | os.PathLike, fmt: str, out: str | os.PathLike
 
     with replace_folder(out) as tmp:  # removed on any error: nothing is published
         versions = _WRITERS[fmt](model, tmp)
-        metadata = _metadata(model, model_path, fmt, config, versions)
+        if precision == "int8":
+            volumes = [load_preprocessed(path, config, size=config.size)[1] for path in calibration]
+            quantization = quantize_decoder(tmp, calibration_windows(volumes, config.window))
+            (tmp / EXPORT_FILES[fmt][1]).unlink()
+            quantization["calibration_scans"] = [str(path) for path in calibration]
+        metadata = _metadata(model, model_path, fmt, config, versions, precision)
+        if precision == "int8":
+            metadata["quantization"] = quantization
         (tmp / METADATA_NAME).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-        network = load_runtime(tmp)
-        measured = agreement(model, network, volume, config, voxel_ml)
+        network = load_runtime(tmp, precision=precision)
+        measured = agreement(model, network, volume, config, voxel_ml, BOUNDS[precision])
         del network  # release the runtime's handles on the files before the rename
         metadata["agreement"] = {"scan": str(scan_path), **measured}
         if not measured["passed"]:
             raise Planar3DError(_refusal(fmt, scan_path, measured))
+        runtimes = installed_runtimes(fmt)
+        if len(runtimes) > 1:  # what predict --runtime auto chooses from on a CPU like this one
+            metadata["runtime_seconds"] = {"cpu": cpu_identity(), "precision": precision,
+                                           "seconds_per_window": time_runtimes(tmp, runtimes, precision)}
         (tmp / METADATA_NAME).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     return ExportResult(out, metadata)

@@ -23,7 +23,7 @@ import numpy as np
 
 from planar3d import __version__
 from planar3d.atomic import check_destinations, check_writable, write_rows, write_text_atomic
-from planar3d.config import RUNTIMES, Config, load_config, make_config
+from planar3d.config import RUNTIME_CHOICES, Config, load_config, make_config
 from planar3d.data.foreground import ForegroundWarning, head_mask
 from planar3d.data.preprocess import to_native
 from planar3d.errors import InputFileError, Planar3DError
@@ -37,7 +37,16 @@ from planar3d.inference.pipeline import (  # no TensorFlow: windows is imported 
 )
 from planar3d.inference.ensemble import ensemble_mean, entropy, member_agreement, mutual_information
 from planar3d.inference.precision import fallback_notice, precision_for_model, resolve_precision
-from planar3d.inference.runtimes import FORMAT_RUNTIMES, METADATA_NAME, load_runtime, missing_extra, read_metadata
+from planar3d.inference.runtimes import (
+    FORMAT_RUNTIMES,
+    METADATA_NAME,
+    choose_runtime,
+    export_precision,
+    installed_runtimes,
+    load_runtime,
+    missing_extra,
+    read_metadata,
+)
 from planar3d.inference.temperature import apply_temperature
 from planar3d.io.datasets import find_dataset, known_dataset
 from planar3d.io.nifti import save_nifti
@@ -46,7 +55,7 @@ from planar3d.training.calibrate import CALIBRATION_NAME, calibration_record
 from planar3d.training.classify import class_probabilities, volume_sample
 
 __all__ = [
-    "SUFFIXES", "Segmentation", "check_calibration", "check_not_input", "check_runtime", "export_config", "inference_config",
+    "SUFFIXES", "Segmentation", "check_calibration", "check_not_input", "check_runtime", "export_config", "inference_config", "resolve_runtime",
     "input_scans", "is_export", "load_members", "member_files", "member_settings", "model_source", "predict_classes",
     "runtime_precision",
     "predict_scan", "scan_name", "scan_outputs", "scan_outputs_pairs", "segment_scan", "segment_scans", "select_device",
@@ -134,13 +143,24 @@ def export_config(metadata: dict) -> Config:
 _RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
-def runtime_precision(runtime: str, precision: str | None) -> str:
-    """The number format an export runs in: float32 (also for ``auto``: a measured per-machine
-    choice is not made yet), or bfloat16 asked explicitly of OpenVINO (its CPU plugin's hint).
+def runtime_precision(runtime: str, precision: str | None, exported: str = "float32") -> str:
+    """The number format an export runs in: an int8 export (``planar3d export --quantize int8``)
+    in int8; a float32 export in float32 (also for ``auto``: no reduced format of an export is
+    chosen for the user), or in bfloat16 asked explicitly of OpenVINO (its CPU plugin's hint).
+
+    Args:
+        runtime: the runtime (not ``auto``).
+        precision: ``--precision`` (None: auto).
+        exported: what the export's files hold (:func:`planar3d.inference.runtimes.export_precision`).
 
     Raises:
-        Planar3DError: a format the runtime does not offer for an export.
+        Planar3DError: a format the runtime or the export does not offer.
     """
+    if exported == "int8":
+        if precision in (None, "auto"):
+            return "int8"
+        raise Planar3DError(f"an int8 export runs in int8 (export again without --quantize for {precision}). "
+                            f"Received: --precision {precision}")
     if precision in (None, "auto", "float32"):
         return "float32"
     if precision == "bfloat16" and runtime == "openvino":
@@ -149,13 +169,31 @@ def runtime_precision(runtime: str, precision: str | None) -> str:
     raise Planar3DError(f"--runtime {runtime} runs an export in {offered}. Received: --precision {precision}")
 
 
+def resolve_runtime(files: Sequence[Path], runtime: str, precision: str | None = None) -> tuple[str, str]:
+    """What ``--runtime`` names, with ``auto`` made concrete: ``tensorflow`` for ``.keras`` models
+    and run folders; for one export folder, :func:`planar3d.inference.runtimes.choose_runtime`.
+
+    Returns:
+        ``(runtime, why)``; ``why`` is empty unless ``auto`` chose among several runtimes.
+    """
+    if runtime != "auto":
+        return runtime, ""
+    exports = [file for file in files if is_export(file)]
+    if len(exports) != 1 or len(files) != 1:
+        return "tensorflow", ""  # .keras models (an ensemble of exports is refused by check_runtime)
+    chosen, why = choose_runtime(files[0], runtime_precision("onnxruntime", precision,
+                                                              export_precision(read_metadata(files[0]))))
+    return chosen, why
+
+
 def check_runtime(files: Sequence[Path], runtime: str, config: Config, device: str = "auto") -> bool:
     """Refuse, before loading anything, a ``--runtime`` that cannot run ``--model``.
 
     An export folder (``planar3d export --out``) runs in a runtime of its format
     (:data:`planar3d.inference.runtimes.FORMAT_RUNTIMES`: a SavedModel in ``tensorflow``, ONNX in
     ``onnxruntime`` or ``openvino``, OpenVINO IR in ``openvino``); a ``.keras`` model or a run folder
-    only in ``tensorflow``.
+    only in ``tensorflow``. ``auto`` is checked as the runtime it may become (an installed one of the
+    export's format; :func:`resolve_runtime` picks it after the destinations are checked).
 
     Returns:
         True when ``files`` is one export folder (load it with :func:`load_members` and ``runtime``).
@@ -167,11 +205,11 @@ def check_runtime(files: Sequence[Path], runtime: str, config: Config, device: s
             supported yet), ``--device gpu`` with a CPU runtime, or a precision it does not offer.
         InputFileError: an unreadable ``export.json``.
     """
-    if runtime not in RUNTIMES:
-        raise Planar3DError(f"runtime must be one of {list(RUNTIMES)}. Received: runtime={runtime!r}")
+    if runtime not in RUNTIME_CHOICES:
+        raise Planar3DError(f"runtime must be one of {list(RUNTIME_CHOICES)}. Received: runtime={runtime!r}")
     exports = [file for file in files if is_export(file)]
     if not exports:
-        if runtime != "tensorflow":
+        if runtime not in ("auto", "tensorflow"):
             fmt = next(f for f, runtimes in FORMAT_RUNTIMES.items() if runtimes[0] == runtime)
             raise Planar3DError(f"--runtime {runtime} runs an exported model, not {files[0]}: run planar3d export "
                                 f"--model {files[0]} --format {fmt} --out DIR first, then predict --model DIR")
@@ -183,6 +221,11 @@ def check_runtime(files: Sequence[Path], runtime: str, config: Config, device: s
         raise Planar3DError("--calibration temperature is not supported with an exported model yet: use the .keras "
                             "model with --runtime tensorflow, or --calibration none")
     fmt = read_metadata(files[0])["format"]
+    if runtime == "auto":
+        candidates = installed_runtimes(fmt)
+        if not candidates:
+            raise missing_extra(_RUNTIME_PACKAGES[FORMAT_RUNTIMES[fmt][0]], f"the {fmt} export")
+        runtime = "tensorflow" if device == "gpu" and "tensorflow" in candidates else candidates[0]
     if runtime not in FORMAT_RUNTIMES[fmt]:
         raise Planar3DError(f"{files[0]} is a {fmt} export, which runs in {' or '.join(FORMAT_RUNTIMES[fmt])}, not "
                             f"{runtime}: pass --runtime {FORMAT_RUNTIMES[fmt][0]}")
@@ -195,7 +238,7 @@ def check_runtime(files: Sequence[Path], runtime: str, config: Config, device: s
             importlib.import_module(_RUNTIME_PACKAGES[runtime])
         except ImportError:
             raise missing_extra(_RUNTIME_PACKAGES[runtime], f"--runtime {runtime}") from None
-    runtime_precision(runtime, config.precision)
+    runtime_precision(runtime, config.precision, export_precision(read_metadata(files[0])))
     return True
 
 
@@ -349,7 +392,7 @@ def load_members(files: Sequence[Path], runtime: str = "tensorflow", precision: 
         InputFileError: a model that does not load or does not segment.
     """
     if len(files) == 1 and is_export(files[0]):
-        return load_runtime(files[0], runtime, runtime_precision(runtime, precision))
+        return load_runtime(files[0], runtime, runtime_precision(runtime, precision, export_precision(read_metadata(files[0]))))
     models = [load_segmentation_model(file) for file in files]
     for model, file in zip(models, files):
         _SOURCES[model] = Path(file)

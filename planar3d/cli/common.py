@@ -35,7 +35,7 @@ from planar3d.config import (
     MODALITIES,
     PRECISIONS,
     PRESETS,
-    RUNTIMES,
+    RUNTIME_CHOICES,
     TARGETS,
     THRESHOLD_RULES,
     Config,
@@ -234,12 +234,14 @@ def add_segment_flags(parser: argparse.ArgumentParser) -> None:
                        help=f"windows per forward pass (default {INFERENCE_BATCH_SIZE}: on a CPU as fast as 2, with less "
                        "memory)")
     group.add_argument("--device", choices=DEVICES, default="auto", help="where to run")
-    group.add_argument("--runtime", choices=RUNTIMES, default="tensorflow",
-                       help="engine (default: tensorflow, the .keras model or a savedmodel export); onnxruntime "
-                       "(pip install planar3d[onnx]) and openvino (pip install planar3d[openvino]) run an export folder "
-                       "as --model, whose export.json gives window, stride, size, threshold and preprocessing, with "
-                       "the same crop, streamed encoder and kept slices, on the CPU, in float32 (openvino also "
-                       "--precision bfloat16); one model, no --calibration temperature")
+    group.add_argument("--runtime", choices=RUNTIME_CHOICES, default="auto",
+                       help="engine: 'auto' (default) runs a .keras model in tensorflow and an export folder (planar3d "
+                       "export --out) in the fastest installed runtime of its format, timed on this CPU at export or "
+                       "now; or name one: tensorflow (a .keras model or a savedmodel export), onnxruntime "
+                       "(pip install planar3d[onnx]) or openvino (pip install planar3d[openvino]) for an export, whose "
+                       "export.json gives window, stride, size, threshold and preprocessing, with the same crop, "
+                       "streamed encoder and kept slices, on the CPU, in float32 (openvino also --precision bfloat16; "
+                       "an export made with --quantize int8 in int8); one model, no --calibration temperature")
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:

@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
-from planar3d.apps.export import DICE_BOUND, VOLUME_BOUND, export_model
+from planar3d.apps.export import BOUNDS, DICE_BOUND, VOLUME_BOUND, export_model
 from planar3d.cli.common import make_parser, run_cli
-from planar3d.config import EXPORT_FORMATS
+from planar3d.config import EXPORT_FORMATS, EXPORT_QUANTIZATIONS
 
 __all__ = []
 
@@ -25,12 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (written beside it, then renamed onto it)")
     parser.add_argument("--check", metavar="SCAN", default=None,
                         help="raw FLAIR scan the agreement is measured on (default: the built-in phantom's first scan)")
+    parser.add_argument("--quantize", choices=EXPORT_QUANTIZATIONS, default="none",
+                        help="int8: the decoder's convolutions in int8 (ONNX Runtime's post-training quantization, "
+                        "--format onnx only), calibrated on --calibrate scans; checked to Dice >= "
+                        f"{BOUNDS['int8'][0]} and lesion volume within {100 * BOUNDS['int8'][1]:g} %% (default: none, "
+                        "float32)")
+    parser.add_argument("--calibrate", nargs="+", metavar="SCAN", default=None,
+                        help="raw FLAIR scans the int8 ranges are calibrated on (default: the built-in phantom's scans "
+                        "other than the check scan)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
-    result = export_model(args.model, args.format, args.out, check=args.check, overwrite=args.overwrite)
+    result = export_model(args.model, args.format, args.out, check=args.check, overwrite=args.overwrite,
+                          quantize=args.quantize, calibrate=args.calibrate)
     measured = result.metadata["agreement"]
     print(f"{args.format} export: {result.out} ({', '.join(result.metadata['files'].values())}, export.json)\n"
-          f"agreement with Keras on {measured['scan']} ({measured['runtime']}, float32): Dice {measured['dice']:.5f}, "
+          f"agreement with Keras on {measured['scan']} ({measured['runtime']}, {measured['precision']}): Dice {measured['dice']:.5f}, "
           f"lesion volume {measured['volume_ml_exported']:.3f} vs {measured['volume_ml_keras']:.3f} ml "
           f"({100 * measured['volume_difference']:.3f} %), max probability difference "
           f"{measured['max_probability_difference']:.2e}; {measured['seconds_exported']:.1f} s vs Keras "

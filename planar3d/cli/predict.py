@@ -15,6 +15,7 @@ from planar3d.apps.predict import (
     member_files,
     member_settings,
     predict_classes,
+    resolve_runtime,
     scan_outputs,
     scan_outputs_pairs,
     segment_scans,
@@ -89,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
                            overwrite=args.overwrite)
     else:  # report.html, as lesion_summary.csv, is rewritten by every run over the folder
         check_destinations([Path(args.output) / "report.html"], folders=[args.output], overwrite=True)
-    select_device(args.device if args.runtime == "tensorflow" else "cpu")
-    model = load_members(files, args.runtime, config.precision)
+    runtime, why = resolve_runtime(files, args.runtime, config.precision)
+    if why and not args.quiet:
+        print(f"runtime: {runtime} ({why})")
+    select_device(args.device if runtime == "tensorflow" else "cpu")
+    model = load_members(files, runtime, config.precision)
     if not exported:
         member_settings(model, config, announce=True)
 

@@ -25,8 +25,8 @@ import numpy as np
 from planar3d.config import EXPORT_FORMATS, RUNTIMES
 from planar3d.errors import InputFileError, Planar3DError
 
-__all__ = ["EXPORT_FILES", "FORMAT_RUNTIMES", "METADATA_NAME", "SKIP_ORDER", "ExportedNetwork", "load_runtime",
-           "missing_extra", "read_metadata"]
+__all__ = ["EXPORT_FILES", "FORMAT_RUNTIMES", "METADATA_NAME", "SKIP_ORDER", "ExportedNetwork", "choose_runtime",
+           "export_precision", "installed_runtimes", "load_runtime", "missing_extra", "read_metadata", "time_runtimes"]
 
 #: the metadata file of an export folder.
 METADATA_NAME = "export.json"
@@ -55,6 +55,11 @@ def missing_extra(package: str, what: str) -> Planar3DError:
                          f"pip install planar3d[{extra}]")
 
 
+def export_precision(metadata: dict) -> str:
+    """The number format an export's files hold: ``"int8"`` for a quantized decoder, else ``"float32"``."""
+    return "int8" if metadata.get("precision") == "int8" else "float32"
+
+
 def read_metadata(folder: str | Path) -> dict:
     """The ``export.json`` of an export folder.
 
@@ -80,7 +85,7 @@ def _onnxruntime_runners(encoder: Path, decoder: Path, precision: str, threads: 
         import onnxruntime
     except ImportError:
         raise missing_extra("onnxruntime", "--runtime onnxruntime") from None
-    if precision != "float32":
+    if precision not in ("float32", "int8"):
         raise Planar3DError(f"onnxruntime runs this export in float32 only. Received: precision={precision!r}")
     options = onnxruntime.SessionOptions()
     if threads:
@@ -103,7 +108,7 @@ def _openvino_runners(encoder: Path, decoder: Path, precision: str, threads: int
         import openvino
     except ImportError:
         raise missing_extra("openvino", "--runtime openvino") from None
-    hints = {"float32": "f32", "bfloat16": "bf16"}
+    hints = {"float32": "f32", "bfloat16": "bf16", "int8": "f32"}  # int8: the quantized nodes run int8 anyway
     if precision not in hints:
         raise Planar3DError(f"openvino runs this export in float32 or bfloat16. Received: precision={precision!r}")
     core = openvino.Core()
@@ -204,7 +209,8 @@ def load_runtime(folder: str | Path, runtime: str | None = None, precision: str 
     Args:
         folder: a ``planar3d export`` output folder.
         runtime: one of :data:`planar3d.config.RUNTIMES` that runs the folder's format.
-        precision: ``"float32"``; ``"bfloat16"`` with OpenVINO (its CPU plugin's bf16 inference).
+        precision: ``"float32"``; ``"bfloat16"`` with OpenVINO (its CPU plugin's bf16 inference);
+            ``"int8"`` for an export made with ``--quantize int8`` (and only for one).
         threads: threads of the engine (default: its own choice, the physical cores).
 
     Raises:
@@ -215,6 +221,12 @@ def load_runtime(folder: str | Path, runtime: str | None = None, precision: str 
     folder = Path(folder)
     metadata = read_metadata(folder)
     fmt = metadata["format"]
+    if export_precision(metadata) == "int8" and precision != "int8":
+        raise Planar3DError(f"{folder} is an int8 export, which runs in int8 only (export again without --quantize for "
+                            f"float32). Received: precision={precision!r}")
+    if export_precision(metadata) != "int8" and precision == "int8":
+        raise Planar3DError(f"{folder} is a float32 export: int8 needs an export made with --quantize int8. "
+                            f"Received: precision={precision!r}")
     runtime = FORMAT_RUNTIMES[fmt][0] if runtime is None else runtime
     if runtime not in RUNTIMES:
         raise Planar3DError(f"runtime must be one of {list(RUNTIMES)}. Received: runtime={runtime!r}")
@@ -228,3 +240,66 @@ def load_runtime(folder: str | Path, runtime: str | None = None, precision: str 
             raise InputFileError(path, "missing from the export folder")
     encode, decode = _LOADERS[runtime](*paths, precision, threads)
     return ExportedNetwork(folder, metadata, runtime, precision, encode, decode)
+
+
+# ----------------------------------------------------------------------------- --runtime auto
+def installed_runtimes(fmt: str) -> list[str]:
+    """The runtimes of :data:`FORMAT_RUNTIMES` ``[fmt]`` whose Python package imports here."""
+    import importlib.util
+
+    packages = {"tensorflow": "tensorflow", "onnxruntime": "onnxruntime", "openvino": "openvino"}
+    return [runtime for runtime in FORMAT_RUNTIMES[fmt] if importlib.util.find_spec(packages[runtime]) is not None]
+
+
+def time_runtimes(folder: str | Path, runtimes: list[str], precision: str, repeats: int = 2) -> dict[str, float]:
+    """Seconds per window of each runtime on this CPU: one window of the export's shape (uniform
+    noise in [-1, 1], seeded) through the encoder and the decoder (all slices kept), after one
+    untimed run; the fastest of ``repeats`` runs. The networks are dense convolutions, so the
+    time does not depend on what the window holds."""
+    import time
+
+    timings = {}
+    for runtime in runtimes:
+        network = load_runtime(folder, runtime, precision)
+        window = np.random.default_rng(0).uniform(-1, 1, (1, *network.input_shape[1:])).astype(np.float32)
+        network.whole(window)
+        runs = []
+        for _ in range(max(1, repeats)):
+            started = time.perf_counter()
+            network.whole(window)
+            runs.append(time.perf_counter() - started)
+        timings[runtime] = round(min(runs), 4)
+        del network
+    return timings
+
+
+def choose_runtime(folder: str | Path, precision: str) -> tuple[str, str]:
+    """The runtime ``--runtime auto`` runs an export folder in, and why, in a few words.
+
+    The installed runtimes that run the folder's format (:func:`installed_runtimes`): the only
+    one; else the fastest recorded in ``export.json`` (``runtime_seconds``, timed at export) when
+    it was timed on a CPU of this identity (:func:`planar3d.machine.cpu_identity`); else the
+    fastest of :func:`time_runtimes` run now (a few seconds).
+
+    Raises:
+        Planar3DError: no runtime for the format is installed (naming the extra).
+        InputFileError: not an export folder.
+    """
+    from planar3d.machine import cpu_identity
+
+    metadata = read_metadata(folder)
+    fmt = metadata["format"]
+    candidates = installed_runtimes(fmt)
+    if not candidates:
+        raise missing_extra(FORMAT_RUNTIMES[fmt][0], f"the {fmt} export")
+    if len(candidates) == 1:
+        return candidates[0], f"the only installed runtime of the {fmt} export"
+    recorded = metadata.get("runtime_seconds") or {}
+    timings = {runtime: recorded.get("seconds_per_window", {}).get(runtime) for runtime in candidates}
+    if recorded.get("cpu") == cpu_identity() and all(timings.values()):
+        source = "timed at export on this CPU"
+    else:
+        timings, source = time_runtimes(folder, candidates, precision), "timed now on this CPU"
+    fastest = min(candidates, key=lambda runtime: timings[runtime])
+    return fastest, f"{source}: " + ", ".join(f"{runtime} {timings[runtime]:.3g} s" for runtime in candidates) + \
+        " per window"
