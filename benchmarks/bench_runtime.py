@@ -10,7 +10,9 @@ encoder, kept-slice decoder) on each path:
 * TensorFlow on the SavedModel export, ONNX Runtime on the ONNX export, OpenVINO on the OpenVINO IR
   export and on the ONNX export, all float32; OpenVINO in bfloat16 (``INFERENCE_PRECISION_HINT``
   ``bf16``) where the CPU has avx512_bf16 or amx_bf16. ONNX Runtime's CPU provider offers no
-  bfloat16 convolutions, so none is run.
+  bfloat16 convolutions, so none is run;
+* ONNX Runtime and OpenVINO on the INT8 export (``planar3d export --quantize int8``: the decoder's
+  convolutions in int8, calibrated on phantom scans at ``--size``, the encoder in float32).
 
 The exports are made by ``planar3d export`` (its agreement check at 32³) from the same weights; the
 networks are fully convolutional, so they run the ``--size`` scan as they are. Paths are timed in
@@ -58,9 +60,12 @@ PATHS = (
     ("openvino-ir-float32", "openvino", "openvino", "float32"),
     ("openvino-onnx-float32", "openvino", "onnx", "float32"),
     ("openvino-ir-bfloat16", "openvino", "openvino", "bfloat16"),
+    ("onnxruntime-onnx-int8", "onnxruntime", "onnx-int8", "int8"),
+    ("openvino-onnx-int8", "openvino", "onnx-int8", "int8"),
 )
 #: export format -> the packages its export and runtime need.
-_PACKAGES = {"savedmodel": (), "onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",)}
+_PACKAGES = {"savedmodel": (), "onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",),
+             "onnx-int8": ("tf2onnx", "onnx", "onnxruntime")}
 
 
 # ----------------------------------------------------------------------------- the limit
@@ -78,7 +83,15 @@ def _peak_per_cycle(flags: set[str]) -> dict[str, tuple[int, str]]:
         bf16 = (128, "AVX512_BF16 VDPBF16PS: 2 units x 32 bfloat16 pairs x 2")
     else:
         bf16 = (f32[0], "no native bfloat16: float32's peak")
-    return {"float32": f32, "bfloat16": bf16}
+    if "avx512_vnni" in flags:
+        int8 = (256, "AVX512-VNNI VPDPBUSD: 2 units x 64 int8 pairs x 2")
+    elif "avx_vnni" in flags:
+        int8 = (128, "AVX-VNNI VPDPBUSD: 2 units x 32 int8 pairs x 2")
+    elif "avx2" in flags:
+        int8 = (64, "AVX2 without VNNI: VPMADDUBSW + VPMADDWD + VPADDD, about 32 int8 MACs per cycle (assumed)")
+    else:
+        int8 = (f32[0], "no int8 dot product: float32's peak")
+    return {"float32": f32, "bfloat16": bf16, "int8": int8}
 
 
 def _ghz() -> float:
@@ -196,7 +209,9 @@ def _model_at(size: int, trained: str | None, scan_path: Path):
 
 
 def _export(model, formats: list[str], scan_path: Path, scratch: Path) -> dict:
-    """``planar3d export`` of ``model``'s weights (a 32³ copy, checked at 32³) in each format."""
+    """``planar3d export`` of ``model``'s weights (a 32³ copy, checked at 32³) in each format; the INT8
+    export (``onnx-int8``) at the model's own size, calibrated on two of the built-in phantom's
+    scans and checked on its third (export's defaults), since activation ranges depend on size."""
     from planar3d.apps.export import export_model
     from planar3d.nets.model import build_model
 
@@ -208,7 +223,13 @@ def _export(model, formats: list[str], scan_path: Path, scratch: Path) -> dict:
     done = {}
     for fmt in formats:
         started = time.perf_counter()
-        result = export_model(path, fmt, scratch / fmt, check=scan_path)
+        if fmt == "onnx-int8":  # calibrated and checked at the scan's size, on the phantom's scans
+            full = scratch / "model_full" / "best.keras"
+            full.parent.mkdir(exist_ok=True)
+            model.save(full)
+            result = export_model(full, "onnx", scratch / fmt, quantize="int8")
+        else:
+            result = export_model(path, fmt, scratch / fmt, check=scan_path)
         done[fmt] = (result, time.perf_counter() - started)
     return done
 
@@ -340,7 +361,10 @@ def main(argv: list[str] | None = None) -> None:
         exported = _export(model, sorted({fmt for _, _, fmt, _ in runnable if fmt}), scan_path, scratch)
         say(f"Scan: {subject}, native grid {'x'.join(map(str, nib.load(scan_path).shape))}, preprocessed to {args.size}³. "
             f"Model: {described}. Exports: " + ", ".join(
-                f"{fmt} ({seconds:.0f} s, agreement at 32³: Dice {result.metadata['agreement']['dice']:.4f}, "
+                f"{fmt} ({seconds:.0f} s, agreement at {result.metadata['size']}³"
+                + (f" on the phantom scan {Path(result.metadata['agreement']['scan']).parent.name}" if fmt == "onnx-int8" else "")
+                + f": Dice {result.metadata['agreement']['dice']:.4f}, lesion volume "
+                f"{100 * result.metadata['agreement']['volume_difference']:.2f} % apart, "
                 f"max probability difference {result.metadata['agreement']['max_probability_difference']:.1e})"
                 for fmt, (result, seconds) in exported.items()) + ". "
             "Every path: `predict_volume` with crop auto, streamed encoder, kept-slice decoder (window 16, stride 8, "
@@ -370,6 +394,8 @@ def main(argv: list[str] | None = None) -> None:
         peak = {dtype: cores * ghz * value * 1e9 for dtype, (value, _) in per_cycle.items()}
         flops = 2 * macs["total"]
         limit = {dtype: flops / p if p else float("nan") for dtype, p in peak.items()}
+        # the int8 export's encoder stays float32
+        limit["int8"] = 2 * macs["encoder"] / peak["float32"] + 2 * macs["decoder"] / peak["int8"]
 
         say(f"Seconds: median of {args.repeats} timed run(s) after {args.warmup} untimed, interleaved; wall / CPU (user + "
             "system, all threads). Ratios to TensorFlow float32 on the Keras model in this process (wall; CPU in "
@@ -386,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{wall[name] / limit[precision]:.1f} |")
         for name, reason in skipped.items():
             say(f"| {name} | not run: {reason} | | | | | | | |")
-        say("", "INT8 (post-training quantization) is not measured here.", "")
+        say("")
 
         if args.fresh:
             say(*_fresh_processes(model, scan_path, scratch, args.fresh, base_wall, wall), "")
@@ -405,7 +431,8 @@ def main(argv: list[str] | None = None) -> None:
             f"GHz = {ghz:.2f} ({'--ghz' if args.ghz else '/proc/cpuinfo cpu MHz, the current clock'}), ISA {isa_summary()}:", "")
         for dtype, (value, why) in per_cycle.items():
             say(f"- {dtype}: {cores} x {ghz:.2f} x {value} ({why}) = {peak[dtype] / 1e9:.0f} GFLOP/s: limit "
-                f"**{limit[dtype]:.2f} s** per scan")
+                f"**{limit[dtype]:.2f} s** per scan" + (" (the encoder's share at float32's peak: the int8 export "
+                                                      "quantizes the decoder only)" if dtype == "int8" else ""))
         say("", "Distance from the limit (wall time / limit of the path's data type): "
             + "; ".join(f"{name} {wall[name] / limit[precision]:.1f}x" for name, _, _, precision in runnable) + ".",
             "", f"Peak RSS of the process: {peak_rss_gb():.2f} GB. Load average at the end: "

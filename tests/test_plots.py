@@ -347,3 +347,23 @@ def test_importing_plots_does_not_import_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_learning_curves_are_redrawn_at_most_once_a_minute_and_at_the_end(tmp_path, monkeypatch):
+    from planar3d.training import callbacks
+
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss,val_loss\n0,1.0,1.1\n", encoding="utf-8")
+    drawn, clock = [], [0.0]
+    monkeypatch.setattr(report_figures, "plot_learning_curves", lambda *args, **kwargs: drawn.append(clock[0]))
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    curves = callbacks.LearningCurves(log, tmp_path / "curves.png", min_interval=60)
+    for clock[0] in (0.0, 10.0, 59.0, 60.0, 61.0, 130.0):
+        curves.on_epoch_end(0)
+    assert drawn == [0.0, 60.0, 130.0]  # the first epoch, then once 60 s have passed
+    curves.on_train_end()
+    assert drawn == [0.0, 60.0, 130.0]  # the last epoch is drawn already
+    clock[0] = 140.0
+    curves.on_epoch_end(0)
+    curves.on_train_end()
+    assert drawn == [0.0, 60.0, 130.0, 140.0]  # the end draws the epoch the interval skipped

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -119,14 +120,30 @@ class BestModelCheckpoint(keras.callbacks.Callback):
 
 
 class LearningCurves(keras.callbacks.Callback):
-    """Redraw the learning-curve PNG from the CSV log at the end of every epoch."""
+    """Redraw the learning-curve PNG from the CSV log: after an epoch when ``min_interval`` seconds
+    have passed since the last drawing (every epoch of the paper's minutes-long epochs; not the
+    second-long epochs of a tiny run, where drawing cost more than the epoch), and at the end."""
 
-    def __init__(self, log_path: str | Path, png_path: str | Path, title: str | None = None):
+    def __init__(self, log_path: str | Path, png_path: str | Path, title: str | None = None,
+                 min_interval: float = 60.0):
         super().__init__()
         self.log_path, self.png_path, self.title = Path(log_path), Path(png_path), title
+        self.min_interval = float(min_interval)
+        self._drawn_at: float | None = None
+        self._pending = False
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _draw(self) -> None:
         from planar3d.evaluation.report_figures import plot_learning_curves
 
         if self.log_path.is_file():
             plot_learning_curves(self.log_path, path=self.png_path, title=self.title)
+        self._drawn_at, self._pending = time.monotonic(), False
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._pending = True
+        if self._drawn_at is None or time.monotonic() - self._drawn_at >= self.min_interval:
+            self._draw()
+
+    def on_train_end(self, logs=None):
+        if self._pending:
+            self._draw()
