@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import os
 import subprocess
@@ -79,8 +80,10 @@ def conditions(seeds: list[int]) -> list[tuple[str, int, list[int]]]:
     return rows
 
 
+@functools.lru_cache(maxsize=None)
 def test_records(runs: Path, seed: int, realdata: Path) -> dict[str, list]:
-    """``{data set: records}``: the phantom fold's test scans and the Ljubljana MNI patients."""
+    """``{data set: records}``: the phantom fold's test scans and the Ljubljana MNI patients (worked
+    out once per seed: :func:`measure` and :func:`measure_precision` share them)."""
     from planar3d.config import load_config
     from planar3d.data.splits import fold_split
     from planar3d.io.datasets import find_dataset
@@ -91,6 +94,14 @@ def test_records(runs: Path, seed: int, realdata: Path) -> dict[str, list]:
     test = set(fold_split(records, FOLD, config.split)[2])
     return {"phantom": [r for r in records if r.patient_id in test],
             "ljubljana": find_dataset(realdata / "ljubljana_ms" / "cross_sectional" / "MNI", require_masks=True)}
+
+
+@functools.lru_cache(maxsize=None)
+def load_model(file: Path):
+    """The model of one ``best.keras``, loaded once (:func:`measure` and :func:`measure_precision` share it)."""
+    from planar3d.apps.predict import load_members
+
+    return load_members([file])  # one file: the model itself
 
 
 def scan_row(result, record) -> dict:
@@ -112,10 +123,10 @@ def scan_row(result, record) -> dict:
 
 
 def measure(runs: Path, seeds: list[int], realdata: Path) -> list[dict]:
-    from planar3d.apps.predict import inference_config, load_members, segment_scan
+    from planar3d.apps.predict import inference_config, segment_scan
 
     files = {s: runs / f"seed_{s}" / f"fold_{FOLD}" / "best.keras" for s in seeds}
-    models = {s: load_members([files[s]]) for s in seeds}  # one model each (load_members([one file]))
+    models = {s: load_model(files[s]) for s in seeds}
     data = test_records(runs, seeds[0], realdata)
     rows = []
     for calibration in CALIBRATIONS:
@@ -141,13 +152,13 @@ READING = "<!-- reading (written by hand; kept by benchmarks/uncertainty.py) -->
 
 def measure_precision(runs: Path, seeds: list[int], realdata: Path) -> list[dict]:
     """Per seed and scan: float32 against each reduced format (volume, lesion count, Dice)."""
-    from planar3d.apps.predict import inference_config, load_members, segment_scan
+    from planar3d.apps.predict import inference_config, segment_scan
     from planar3d.evaluation.metrics import dice
 
     rows = []
     for seed in seeds:
         file = runs / f"seed_{seed}" / f"fold_{FOLD}" / "best.keras"
-        model = load_members([file])
+        model = load_model(file)
         for dataset, records in test_records(runs, seed, realdata).items():
             for record in records:
                 results = {}
