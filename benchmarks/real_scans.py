@@ -369,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ms-preset", nargs="+", default=["--preset", "demo", "--size", "128", "--epochs", "6",
                                                            "--empty-window-weight", "0"],
                         help="crossval flags of section 2 (real MS lesions need 128^3 or more)")
+    parser.add_argument("--ms-variants", nargs="+", choices=list(LJUBLJANA_VARIANTS), default=list(LJUBLJANA_VARIANTS),
+                        help="section 2's encoders (default: all three)")
     parser.add_argument("--brats-preset", nargs="+", default=["--preset", "demo"],
                         help="crossval flags of section 3 (default: the paper's network at the demo budget)")
     parser.add_argument("--brats-variants", nargs="+", choices=list(BRATS_VARIANTS),
@@ -387,7 +389,8 @@ def main(argv: list[str] | None = None) -> None:
     if "ljubljana" in args.sections:
         results["ljubljana"] = section_grid(args, times, "ljubljana",
                                             args.realdata / "ljubljana_ms" / "cross_sectional" / "MNI",
-                                            LJUBLJANA_VARIANTS, args.ms_preset, [0, 1, 2])
+                                            {name: LJUBLJANA_VARIANTS[name] for name in args.ms_variants},
+                                            args.ms_preset, [0, 1, 2])
     if "brats" in args.sections:
         variants = {name: BRATS_VARIANTS[name] for name in args.brats_variants}
         results["brats"] = section_grid(args, times, "brats", args.realdata / "brats2013_deepmedic", variants,
