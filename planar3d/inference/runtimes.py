@@ -24,6 +24,7 @@ import numpy as np
 
 from planar3d.config import EXPORT_FORMATS, RUNTIMES
 from planar3d.errors import InputFileError, Planar3DError
+from planar3d.machine import cpu_identity
 
 __all__ = ["EXPORT_FILES", "FORMAT_RUNTIMES", "METADATA_NAME", "SKIP_ORDER", "ExportedNetwork", "choose_runtime",
            "export_precision", "installed_runtimes", "load_runtime", "missing_extra", "read_metadata", "time_runtimes"]
@@ -285,8 +286,6 @@ def choose_runtime(folder: str | Path, precision: str) -> tuple[str, str]:
         Planar3DError: no runtime for the format is installed (naming the extra).
         InputFileError: not an export folder.
     """
-    from planar3d.machine import cpu_identity
-
     metadata = read_metadata(folder)
     fmt = metadata["format"]
     candidates = installed_runtimes(fmt)
