@@ -239,3 +239,19 @@ def test_predict_runs_an_int8_export_by_default_and_refuses_float32(exports, exp
     capsys.readouterr()
     err = _refusal(tmp_path, capsys, [out], "--precision", "float32")
     assert err == "error: an int8 export runs in int8 (export again without --quantize for float32). Received: --precision float32"
+
+
+def test_auto_with_bfloat16_takes_the_runtime_that_offers_it(tmp_path, capsys, monkeypatch, no_work):
+    from planar3d.apps import predict as predict_app
+    from planar3d.inference import runtimes
+
+    monkeypatch.setattr(predict_app, "installed_runtimes", lambda fmt: ["onnxruntime", "openvino"])
+    monkeypatch.setattr(runtimes, "time_runtimes", lambda *args, **kwargs: pytest.fail("nothing to time"))
+    folder = _fake_export(tmp_path / "export", "onnx")
+    assert predict_app.auto_candidates(folder, "bfloat16") == ["openvino"]
+    assert predict_app.auto_candidates(folder, None) == ["onnxruntime", "openvino"]
+    assert predict_app.resolve_runtime([folder], "auto", "bfloat16") == \
+        ("openvino", "the only installed runtime of the onnx export for bfloat16")
+    monkeypatch.setattr(predict_app, "installed_runtimes", lambda fmt: ["onnxruntime"])
+    err = _refusal(tmp_path, capsys, [folder], "--precision", "bfloat16")
+    assert err == "error: --runtime onnxruntime runs an export in float32. Received: --precision bfloat16"

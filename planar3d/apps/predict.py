@@ -55,7 +55,8 @@ from planar3d.training.calibrate import CALIBRATION_NAME, calibration_record
 from planar3d.training.classify import class_probabilities, volume_sample
 
 __all__ = [
-    "SUFFIXES", "Segmentation", "check_calibration", "check_not_input", "check_runtime", "export_config", "inference_config", "resolve_runtime",
+    "SUFFIXES", "Segmentation", "auto_candidates", "check_calibration", "check_not_input", "check_runtime", "export_config",
+    "inference_config", "resolve_runtime",
     "input_scans", "is_export", "load_members", "member_files", "member_settings", "model_source", "predict_classes",
     "runtime_precision",
     "predict_scan", "scan_name", "scan_outputs", "scan_outputs_pairs", "segment_scan", "segment_scans", "select_device",
@@ -169,21 +170,46 @@ def runtime_precision(runtime: str, precision: str | None, exported: str = "floa
     raise Planar3DError(f"--runtime {runtime} runs an export in {offered}. Received: --precision {precision}")
 
 
+def auto_candidates(folder: Path, precision: str | None) -> list[str]:
+    """The runtimes ``--runtime auto`` may run an export folder in: installed, of its format, and
+    offering ``precision`` (``--precision bfloat16`` leaves OpenVINO alone).
+
+    Raises:
+        Planar3DError: none is installed (naming the extra of the format's first runtime), or none
+            installed offers ``precision`` (the first one's refusal).
+    """
+    fmt = read_metadata(folder)["format"]
+    installed = installed_runtimes(fmt)
+    if not installed:
+        raise missing_extra(_RUNTIME_PACKAGES[FORMAT_RUNTIMES[fmt][0]], f"the {fmt} export")
+    exported = export_precision(read_metadata(folder))
+    offering = []
+    for runtime in installed:
+        try:
+            runtime_precision(runtime, precision, exported)
+            offering.append(runtime)
+        except Planar3DError:
+            pass
+    if not offering:
+        runtime_precision(installed[0], precision, exported)  # raises its one-line refusal
+    return offering
+
+
 def resolve_runtime(files: Sequence[Path], runtime: str, precision: str | None = None) -> tuple[str, str]:
     """What ``--runtime`` names, with ``auto`` made concrete: ``tensorflow`` for ``.keras`` models
     and run folders; for one export folder, :func:`planar3d.inference.runtimes.choose_runtime`.
 
     Returns:
-        ``(runtime, why)``; ``why`` is empty unless ``auto`` chose among several runtimes.
+        ``(runtime, why)``; ``why`` is empty unless ``auto`` chose (:func:`choose_runtime`'s reason).
     """
     if runtime != "auto":
         return runtime, ""
     exports = [file for file in files if is_export(file)]
     if len(exports) != 1 or len(files) != 1:
         return "tensorflow", ""  # .keras models (an ensemble of exports is refused by check_runtime)
-    chosen, why = choose_runtime(files[0], runtime_precision("onnxruntime", precision,
-                                                              export_precision(read_metadata(files[0]))))
-    return chosen, why
+    candidates = auto_candidates(files[0], precision)
+    exported = export_precision(read_metadata(files[0]))
+    return choose_runtime(files[0], runtime_precision(candidates[0], precision, exported), candidates)
 
 
 def check_runtime(files: Sequence[Path], runtime: str, config: Config, device: str = "auto") -> bool:
@@ -222,9 +248,7 @@ def check_runtime(files: Sequence[Path], runtime: str, config: Config, device: s
                             "model with --runtime tensorflow, or --calibration none")
     fmt = read_metadata(files[0])["format"]
     if runtime == "auto":
-        candidates = installed_runtimes(fmt)
-        if not candidates:
-            raise missing_extra(_RUNTIME_PACKAGES[FORMAT_RUNTIMES[fmt][0]], f"the {fmt} export")
+        candidates = auto_candidates(files[0], config.precision)
         runtime = "tensorflow" if device == "gpu" and "tensorflow" in candidates else candidates[0]
     if runtime not in FORMAT_RUNTIMES[fmt]:
         raise Planar3DError(f"{files[0]} is a {fmt} export, which runs in {' or '.join(FORMAT_RUNTIMES[fmt])}, not "

@@ -274,11 +274,11 @@ def time_runtimes(folder: str | Path, runtimes: list[str], precision: str, repea
     return timings
 
 
-def choose_runtime(folder: str | Path, precision: str) -> tuple[str, str]:
+def choose_runtime(folder: str | Path, precision: str, runtimes: list[str] | None = None) -> tuple[str, str]:
     """The runtime ``--runtime auto`` runs an export folder in, and why, in a few words.
 
-    The installed runtimes that run the folder's format (:func:`installed_runtimes`): the only
-    one; else the fastest recorded in ``export.json`` (``runtime_seconds``, timed at export) when
+    Among ``runtimes`` (default: the installed runtimes that run the folder's format,
+    :func:`installed_runtimes`): the only one; else the fastest recorded in ``export.json`` (``runtime_seconds``, timed at export) when
     it was timed on a CPU of this identity (:func:`planar3d.machine.cpu_identity`); else the
     fastest of :func:`time_runtimes` run now (a few seconds).
 
@@ -288,14 +288,14 @@ def choose_runtime(folder: str | Path, precision: str) -> tuple[str, str]:
     """
     metadata = read_metadata(folder)
     fmt = metadata["format"]
-    candidates = installed_runtimes(fmt)
+    candidates = installed_runtimes(fmt) if runtimes is None else list(runtimes)
     if not candidates:
         raise missing_extra(FORMAT_RUNTIMES[fmt][0], f"the {fmt} export")
     if len(candidates) == 1:
-        return candidates[0], f"the only installed runtime of the {fmt} export"
+        return candidates[0], f"the only installed runtime of the {fmt} export" + ("" if runtimes is None else f" for {precision}")
     recorded = metadata.get("runtime_seconds") or {}
     timings = {runtime: recorded.get("seconds_per_window", {}).get(runtime) for runtime in candidates}
-    if recorded.get("cpu") == cpu_identity() and all(timings.values()):
+    if recorded.get("cpu") == cpu_identity() and recorded.get("precision", precision) == precision and all(timings.values()):
         source = "timed at export on this CPU"
     else:
         timings, source = time_runtimes(folder, candidates, precision), "timed now on this CPU"
