@@ -178,11 +178,12 @@ def auto_candidates(folder: Path, precision: str | None) -> list[str]:
         Planar3DError: none is installed (naming the extra of the format's first runtime), or none
             installed offers ``precision`` (the first one's refusal).
     """
-    fmt = read_metadata(folder)["format"]
+    metadata = read_metadata(folder)
+    fmt = metadata["format"]
     installed = installed_runtimes(fmt)
     if not installed:
         raise missing_extra(_RUNTIME_PACKAGES[FORMAT_RUNTIMES[fmt][0]], f"the {fmt} export")
-    exported = export_precision(read_metadata(folder))
+    exported = export_precision(metadata)
     offering = []
     for runtime in installed:
         try:

@@ -51,7 +51,7 @@ from planar3d.atomic import write_text_atomic
 from planar3d.errors import InputFileError
 from planar3d.inference.runtimes import METADATA_NAME, read_metadata
 from planar3d.io.phantom import INFO_NAME as PHANTOM_INFO
-from planar3d.machine import cpu_isa_flags
+from planar3d.machine import cpu_isa_flags, cpu_name
 
 __all__ = [
     "PHANTOM_WARNING", "REPORT_LIBRARIES", "command_line", "environment", "figure_png", "lesions_outside_head",
@@ -266,23 +266,12 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> dict:
     """Versions (planar3d, Python, :data:`REPORT_LIBRARIES`) and the machine (CPU, its vector
     instruction sets, cores, OS; the GPUs when TensorFlow is loaded already), importing nothing heavy."""
     versions = {"planar3d": __version__, "python": platform.python_version(),
                 **{name: _version(name) for name in REPORT_LIBRARIES}}
-    machine = {"host": platform.node(), "os": platform.platform(), "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+    machine = {"host": platform.node(), "os": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
                "cpu_isa": " ".join(cpu_isa_flags()) or "unknown"}
     tf = sys.modules.get("tensorflow")
     if tf is not None:
